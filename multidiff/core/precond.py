@@ -1,0 +1,107 @@
+"""Preconditioning: wrap a backbone ``F(x_in, c_noise, cond)`` into a denoiser
+``D(x, sigma, cond) -> x0_hat`` in the one form of Karras et al. 2022, Eq. 7:
+
+    D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
+
+Each prediction type is a choice of (c_skip, c_out, c_in); ``c_noise`` comes
+from the schedule. Samplers never see which one was used.
+
+==========  =================================  ==============================
+prediction  the backbone predicts               (c_skip, c_out)
+==========  =================================  ==============================
+eps         the noise ``n`` (Ho et al. 2020)    (1, -sigma)
+x0          the clean data                      (0, 1)
+v           ``a n - s x0`` (Salimans & Ho 2022) (1/(1+sigma^2), -sigma/sqrt(1+sigma^2))
+flow        ``n - x0`` (rectified flow)         (1/(1+sigma), -sigma/(1+sigma))
+edm         EDM's F (Karras et al. 2022, T. 1)  (sd^2/(sigma^2+sd^2), sigma sd/sqrt(sigma^2+sd^2))
+==========  =================================  ==============================
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .schedules import Schedule, vp_scale
+from .utils import append_dims, batch_sigma
+
+
+class Precond(nn.Module):
+    """Base: subclasses give ``coefficients(sigma) -> (c_skip, c_out, c_in)``, each (B,)."""
+
+    prediction = "?"
+
+    def __init__(self, backbone: nn.Module, schedule: Schedule):
+        super().__init__()
+        self.backbone = backbone
+        self.schedule = schedule
+
+    def coefficients(self, sigma: torch.Tensor):
+        raise NotImplementedError
+
+    def raw(self, x: torch.Tensor, sigma, cond=None):
+        """Run the backbone: returns ``(F, c_skip, c_out)`` with c's broadcast to x."""
+        sigma = batch_sigma(sigma, x)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.coefficients(sigma))
+        c_noise = self.schedule.c_noise(sigma)
+        out = self.backbone(x * c_in, c_noise, cond) if cond is not None else self.backbone(x * c_in, c_noise)
+        if out.shape != x.shape:
+            raise ValueError(f"backbone returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+        return out.to(x.dtype), c_skip, c_out
+
+    def forward(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+        out, c_skip, c_out = self.raw(x, sigma, cond)
+        return c_skip * x + c_out * out
+
+
+class EpsPrecond(Precond):
+    prediction = "eps"
+
+    def coefficients(self, sigma):
+        return torch.ones_like(sigma), -sigma, self.schedule.input_scale(sigma)
+
+
+class X0Precond(Precond):
+    prediction = "x0"
+
+    def coefficients(self, sigma):
+        return torch.zeros_like(sigma), torch.ones_like(sigma), self.schedule.input_scale(sigma)
+
+
+class VPrecond(Precond):
+    prediction = "v"
+
+    def coefficients(self, sigma):
+        a = vp_scale(sigma)
+        return a**2, -sigma * a, a
+
+
+class FlowPrecond(Precond):
+    prediction = "flow"
+
+    def coefficients(self, sigma):
+        a = 1.0 / (1.0 + sigma)
+        return a, -sigma * a, a
+
+
+class EDMPrecond(Precond):
+    prediction = "edm"
+
+    def __init__(self, backbone, schedule, sigma_data: float = 0.5):
+        super().__init__(backbone, schedule)
+        self.sigma_data = sigma_data
+
+    def coefficients(self, sigma):
+        sd2 = self.sigma_data**2
+        norm = (sigma**2 + sd2).sqrt()
+        return sd2 / (sigma**2 + sd2), sigma * self.sigma_data / norm, 1.0 / norm
+
+
+PRECONDITIONERS = {cls.prediction: cls for cls in (EpsPrecond, X0Precond, VPrecond, FlowPrecond, EDMPrecond)}
+
+
+def make_precond(prediction: str, backbone: nn.Module, schedule: Schedule, **kwargs) -> Precond:
+    """Build a preconditioner by name (for configs and the CLI)."""
+    if prediction not in PRECONDITIONERS:
+        raise ValueError(f"unknown prediction type {prediction!r}; choose one of {sorted(PRECONDITIONERS)}")
+    return PRECONDITIONERS[prediction](backbone, schedule, **kwargs)
