@@ -287,19 +287,19 @@ class VPSqrt(DiscreteVP):
         return {"name": "VPSqrt", "num_train_steps": self.num_train_steps, "s": self.s}
 
 
-def rescale_zero_terminal_snr(schedule: DiscreteVP, terminal_alpha_bar: float = 2.0**-24) -> DiscreteVP:
+def rescale_zero_terminal_snr(schedule: DiscreteVP, terminal_alpha_bar: float | None = None) -> DiscreteVP:
     """Lin et al. 2023, Alg. 1: shift and scale sqrt(alpha_bar) so the last step has zero SNR.
 
     Exact zero SNR means sigma = inf, which no sampler can start from; the last
-    alpha_bar is set to ``terminal_alpha_bar`` (sigma ~ 4096 by default), so the
-    start is pure noise to within float precision."""
+    alpha_bar is set to ``terminal_alpha_bar`` (default: the smaller of 2^-24
+    and a quarter of the second-to-last value), so the start is pure noise to
+    within float precision."""
     sqrt_ab = schedule.alpha_bar.sqrt()
     first, last = sqrt_ab[0], sqrt_ab[-1]
-    sqrt_ab = (sqrt_ab - last) * first / (first - last)
-    ab = sqrt_ab**2
-    ab[-1] = terminal_alpha_bar
+    ab = ((sqrt_ab - last) * first / (first - last)) ** 2
+    ab[-1] = min(2.0**-24, ab[-2].item() / 4) if terminal_alpha_bar is None else terminal_alpha_bar
     if not ab[-1] < ab[-2]:
-        raise ValueError("terminal_alpha_bar must be below the second-to-last rescaled alpha_bar")
+        raise ValueError(f"terminal_alpha_bar must be below the second-to-last rescaled alpha_bar ({ab[-2].item():.3g})")
     return DiscreteVP(ab)
 
 

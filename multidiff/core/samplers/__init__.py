@@ -51,8 +51,8 @@ SAMPLERS: dict[str, SamplerInfo] = {
                          "karras", _one),
     "langevin_pc": SamplerInfo(langevin_pc, "score-SDE predictor-corrector (ancestral + Langevin)", True, 1,
                                "logsnr", lambda steps: 2 * steps - 1),
-    "annealed_langevin": SamplerInfo(annealed_langevin, "annealed Langevin dynamics (NCSN), 5 steps/level", True,
-                                     0, "logsnr", lambda steps: 5 * steps + 1),
+    "annealed_langevin": SamplerInfo(annealed_langevin, "annealed Langevin dynamics (NCSN), 10 steps/level", True,
+                                     0, "logsnr", lambda steps: 10 * steps + 1),
 }
 
 
