@@ -137,3 +137,15 @@ def test_bad_inputs_are_named():
         S.schedule_from_config({"name": "Nope"})
     with pytest.raises(ValueError, match="strictly decrease"):
         S.DiscreteVP(torch.tensor([0.5, 0.9]))
+
+
+def test_logsnr_jump_spacing():
+    """One jump from sigma_max into the band [sigma_lo, sigma_hi], log-SNR-uniform inside it."""
+    sig = S.logsnr_jump_sigmas(10, 0.01, 157.0)
+    assert sig[0] == 157.0 and sig[-1] == 0.0 and sig.shape == (11,)
+    inner = sig[1:-1].log()
+    assert torch.allclose(inner[1:] - inner[:-1], (inner[1] - inner[0]).expand(8))
+    assert sig[1].item() == pytest.approx(5.0) and sig[-2].item() == pytest.approx(0.025)
+    # a small sigma_max falls back to plain log-SNR spacing, still ending at 0
+    assert torch.allclose(S.logsnr_jump_sigmas(4, 0.01, 2.0), S.logsnr_sigmas(4, 0.0625, 2.0))
+    assert torch.equal(S.logsnr_jump_sigmas(1, 0.01, 80.0), torch.tensor([80.0, 0.0], dtype=torch.float64))
