@@ -83,11 +83,30 @@ def lagrange_weights(nodes: list[float], integrals: list[float]) -> list[float]:
     f(v) = sum_j c_j v^j is the polynomial interpolating f at the nodes.
 
     ``integrals[j]`` is the integral of the kernel times v^j over the step, so
-    this is exact quadrature of the interpolant (any kernel, any step sizes)."""
+    this is exact quadrature of the interpolant (any kernel, any step sizes).
+    Solves the transposed Vandermonde system (at most 5x5) in Python floats:
+    far cheaper per step than building tensors."""
     k = len(nodes)
-    vander = torch.tensor([[v**j for j in range(k)] for v in nodes], dtype=torch.float64)  # (k, k)
-    moments = torch.tensor(integrals[:k], dtype=torch.float64)
-    return torch.linalg.solve(vander.T, moments).tolist()
+    rows = [[nodes[m] ** j for m in range(k)] + [integrals[j]] for j in range(k)]  # V^T | moments
+    for col in range(k):  # Gaussian elimination with partial pivoting
+        pivot = max(range(col, k), key=lambda r: abs(rows[r][col]))
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(col + 1, k):
+            f = rows[r][col] / rows[col][col]
+            rows[r] = [a - f * b for a, b in zip(rows[r], rows[col])]
+    w = [0.0] * k
+    for r in reversed(range(k)):
+        w[r] = (rows[r][k] - sum(rows[r][c] * w[c] for c in range(r + 1, k))) / rows[r][r]
+    return w
+
+
+def combine(x: torch.Tensor, scale: float, terms) -> torch.Tensor:
+    """``scale * x + sum_m w_m t_m`` for ``terms = [(w_m, t_m), ...]``, in one
+    new tensor with no temporaries (one pass per term)."""
+    out = x * scale
+    for w, term in terms:
+        out.add_(term, alpha=w)
+    return out
 
 
 def exp_moments(h: float, order: int) -> list[float]:

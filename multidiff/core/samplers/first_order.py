@@ -7,8 +7,10 @@ DDPM posterior q(x_{t-1} | x_t, x0_hat).
 
 from __future__ import annotations
 
+import torch
+
 from ..utils import randn_like
-from .base import Stepper, ancestral_split, to_d
+from .base import Stepper, ancestral_split
 
 
 def euler(denoiser, x, sigmas, *, cond=None, callback=None):
@@ -18,7 +20,7 @@ def euler(denoiser, x, sigmas, *, cond=None, callback=None):
     for i in range(len(run)):
         denoised = run.denoise(x, run.x_sigmas[i])
         run.report(i, x, denoised)
-        x = x + (s[i + 1] - s[i]) * to_d(x, s[i], denoised)
+        x = torch.lerp(denoised, x, s[i + 1] / s[i])  # = x + (sigma_next - sigma) (x - D) / sigma
     return x
 
 
@@ -63,7 +65,7 @@ def euler_ancestral(denoiser, x, sigmas, *, eta: float = 1.0, s_noise: float = 1
         denoised = run.denoise(x, run.x_sigmas[i])
         run.report(i, x, denoised)
         sigma_down, sigma_up = ancestral_split(s[i], s[i + 1], eta)
-        x = x + (sigma_down - s[i]) * to_d(x, s[i], denoised)
+        x = torch.lerp(denoised, x, sigma_down / s[i])  # Euler step to sigma_down
         if sigma_up > 0:
             x = x + sigma_up * s_noise * randn_like(x, generator)
     return x

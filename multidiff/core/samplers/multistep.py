@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from ..utils import randn_like
-from .base import Stepper, exp_moments, lagrange_weights, poly_moments, to_d
+from .base import Stepper, combine, exp_moments, lagrange_weights, poly_moments, to_d
 
 
 def dpmpp_2m(denoiser, x, sigmas, *, cond=None, callback=None):
@@ -33,11 +33,12 @@ def dpmpp_2m(denoiser, x, sigmas, *, cond=None, callback=None):
             x = denoised
             continue
         h = math.log(s[i] / s[i + 1])
-        d_hat = denoised
-        if prev is not None:
-            r = prev[1] / h
-            d_hat = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * prev[0]
-        x = (s[i + 1] / s[i]) * x - math.expm1(-h) * d_hat
+        phi_1 = -math.expm1(-h)
+        if prev is None:
+            x = combine(x, s[i + 1] / s[i], [(phi_1, denoised)])
+        else:  # D_hat = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}
+            half_inv_r = h / (2 * prev[1])
+            x = combine(x, s[i + 1] / s[i], [(phi_1 * (1 + half_inv_r), denoised), (-phi_1 * half_inv_r, prev[0])])
         prev = (denoised, h)
     return x
 
@@ -86,7 +87,7 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool):
             nodes = [0.0] + [l_m - lam for l_m, _ in history[: order]]  # relative to the new point
             nodes = [v + h_prev for v in nodes]  # relative to the previous point
             w = lagrange_weights(nodes, exp_moments(h_prev, len(nodes)))
-            x = math.exp(-h_prev) * x_prev + sum(w_m * d_m for w_m, d_m in zip(w, [denoised] + [d for _, d in history[: order]]))
+            x = combine(x_prev, math.exp(-h_prev), zip(w, [denoised] + [d for _, d in history[:order]]))
         run.report(i, x, denoised)
         history.insert(0, (lam, denoised))
         del history[order:]
@@ -96,7 +97,7 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool):
         nodes = [l_m - lam for l_m, _ in history]
         w = lagrange_weights(nodes, exp_moments(h, len(nodes)))
         x_prev, h_prev = x, h
-        x = math.exp(-h) * x + sum(w_m * d_m for w_m, (_, d_m) in zip(w, history))
+        x = combine(x, math.exp(-h), ((w_m, d_m) for w_m, (_, d_m) in zip(w, history)))
     return x
 
 
@@ -132,5 +133,5 @@ def ipndm(denoiser, x, sigmas, *, order: int = 4, cond=None, callback=None):
         del history[order:]
         nodes = [s_m - s[i] for s_m, _ in history]
         w = lagrange_weights(nodes, poly_moments(0.0, s[i + 1] - s[i], len(nodes)))
-        x = x + sum(w_m * d_m for w_m, (_, d_m) in zip(w, history))
+        x = combine(x, 1.0, ((w_m, d_m) for w_m, (_, d_m) in zip(w, history)))
     return x
