@@ -68,6 +68,14 @@ def test_edm_preconditioning_gives_unit_variance_input_and_target():
     assert torch.allclose(target.var(dim=1), torch.ones(4, dtype=torch.float64), atol=0.02)
 
 
+def test_edm_sigma_data_comes_from_the_schedule_unless_given():
+    assert EDMPrecond(Fixed(None), EDM()).sigma_data == 0.5
+    assert EDMPrecond(Fixed(None), EDM(sigma_data=1.0)).sigma_data == 1.0
+    assert EDMPrecond(Fixed(None), EDM(), sigma_data=0.3).options() == {"sigma_data": 0.3}
+    rebuilt = make_precond("edm", Fixed(None), EDM(), **EDMPrecond(Fixed(None), EDM(sigma_data=2.0)).options())
+    assert rebuilt.sigma_data == 2.0
+
+
 def test_wrong_backbone_output_shape_is_named():
     x0, n, sigma, x = _data()
     with pytest.raises(ValueError, match="backbone returned shape"):

@@ -145,7 +145,9 @@ def test_logsnr_jump_spacing():
     assert sig[0] == 157.0 and sig[-1] == 0.0 and sig.shape == (11,)
     inner = sig[1:-1].log()
     assert torch.allclose(inner[1:] - inner[:-1], (inner[1] - inner[0]).expand(8))
-    assert sig[1].item() == pytest.approx(5.0) and sig[-2].item() == pytest.approx(0.025)
+    assert sig[1].item() == pytest.approx(5.0) and sig[-2].item() == pytest.approx(0.05)
+    assert S.logsnr_jump_sigmas(100, 0.01, 157.0)[-2].item() == pytest.approx(0.025)  # longer runs go lower
+    assert S.logsnr_jump_sigmas(1000, 0.01, 157.0)[-2].item() == pytest.approx(0.01)  # never below sigma_min
     # a small sigma_max falls back to plain log-SNR spacing, still ending at 0
-    assert torch.allclose(S.logsnr_jump_sigmas(4, 0.01, 2.0), S.logsnr_sigmas(4, 0.0625, 2.0))
+    assert torch.allclose(S.logsnr_jump_sigmas(4, 0.01, 2.0), S.logsnr_sigmas(4, 0.05, 2.0))
     assert torch.equal(S.logsnr_jump_sigmas(1, 0.01, 80.0), torch.tensor([80.0, 0.0], dtype=torch.float64))

@@ -39,6 +39,10 @@ class Precond(nn.Module):
     def coefficients(self, sigma: torch.Tensor):
         raise NotImplementedError
 
+    def options(self) -> dict:
+        """Constructor options beyond (backbone, schedule), for saving: ``make_precond(prediction, b, s, **options)``."""
+        return {}
+
     def raw(self, x: torch.Tensor, sigma, cond=None):
         """Run the backbone: returns ``(F, c_skip, c_out)`` with c's broadcast to x."""
         sigma = batch_sigma(sigma, x)
@@ -87,9 +91,13 @@ class FlowPrecond(Precond):
 class EDMPrecond(Precond):
     prediction = "edm"
 
-    def __init__(self, backbone, schedule, sigma_data: float = 0.5):
+    def __init__(self, backbone, schedule, sigma_data: float | None = None):
+        """``sigma_data`` defaults to the schedule's (EDM: 0.5), so one value serves both."""
         super().__init__(backbone, schedule)
-        self.sigma_data = sigma_data
+        self.sigma_data = float(schedule.sigma_data if sigma_data is None else sigma_data)
+
+    def options(self):
+        return {"sigma_data": self.sigma_data}
 
     def coefficients(self, sigma):
         sd2 = self.sigma_data**2

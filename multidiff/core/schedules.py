@@ -79,14 +79,15 @@ def logsnr_jump_sigmas(steps: int, sigma_min: float, sigma_max: float, sigma_dat
 
     Far above the data scale D(x, sigma) is nearly constant, and first-order
     exponential steps (Euler in sigma, DDIM, DPM-Solver) are exact for a
-    constant D, so one step covers that range. The band edges, in units of
-    ``sigma_data``, were chosen on Gaussian-mixture ODEs and checked on
-    held-out ones (docs/benchmarks.md): sigma_hi = clamp(steps / 2, 5, 20),
-    sigma_lo = 0.25 / steps (never below sigma_min)."""
+    constant D, so one step covers that range; below sigma_lo the ODE samplers
+    finish with an Adams step in sigma. The band, in units of ``sigma_data``,
+    is sigma_hi = 5 and sigma_lo = min(0.05, 2.5 / steps) (never below
+    sigma_min): chosen on Gaussian-mixture ODEs and checked on others
+    (docs/benchmarks.md)."""
     if steps == 1:
         return torch.tensor([sigma_max, 0.0], dtype=torch.float64)
-    hi = min(sigma_max, sigma_data * min(max(steps / 2, 5.0), 20.0))
-    lo = min(max(sigma_min, sigma_data * 0.25 / steps), hi / 2)
+    hi = min(sigma_max, 5.0 * sigma_data)
+    lo = min(max(sigma_min, sigma_data * min(0.05, 2.5 / steps)), hi / 2)
     if hi >= sigma_max:
         return logsnr_sigmas(steps, lo, sigma_max)
     return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), logsnr_sigmas(steps - 1, lo, hi)])

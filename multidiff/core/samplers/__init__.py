@@ -35,20 +35,20 @@ def _one(steps):
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
-    "euler": SamplerInfo(euler, "Euler on the probability-flow ODE (1st order)", False, 1, "logsnr_jump", _one),
-    "ddim": SamplerInfo(ddim, "DDIM with eta (eta=0: deterministic, equals Euler)", False, 1, "logsnr_jump", _one),
-    "ddpm": SamplerInfo(ddpm, "DDPM ancestral: sample the posterior q(x_{t-1}|x_t, x0_hat)", True, 1, "logsnr_jump", _one),
+    "euler": SamplerInfo(euler, "Euler on the probability-flow ODE (1st order)", False, 1, "logsnr", _one),
+    "ddim": SamplerInfo(ddim, "DDIM with eta (eta=0: deterministic, equals Euler)", False, 1, "logsnr", _one),
+    "ddpm": SamplerInfo(ddpm, "DDPM ancestral: sample the posterior q(x_{t-1}|x_t, x0_hat)", True, 1, "logsnr", _one),
     "euler_ancestral": SamplerInfo(euler_ancestral, "Euler step plus fresh noise (eta=1: DDPM variance)", True, 1,
-                                   "logsnr_jump", _one),
+                                   "logsnr", _one),
     "heun": SamplerInfo(heun, "EDM Alg. 2: Heun 2nd order, optional churn (2 NFE/step)", False, 2, "karras",
                         lambda steps: 2 * steps - 1),
-    "dpmpp_2m": SamplerInfo(dpmpp_2m, "DPM-Solver++(2M), 2nd-order multistep", False, 2, "logsnr_jump", _one),
+    "dpmpp_2m": SamplerInfo(dpmpp_2m, "DPM-Solver++(2M), 2nd-order multistep", False, 2, "logsnr", _one),
     "dpmpp_2m_sde": SamplerInfo(dpmpp_2m_sde, "SDE-DPM-Solver++(2M), stochastic multistep", True, 2,
-                                "logsnr_jump", _one),
-    "dpmpp_3m": SamplerInfo(dpmpp_3m, "DPM-Solver++ 3rd-order multistep (exact weights)", False, 3, "logsnr_jump", _one),
+                                "logsnr", _one),
+    "dpmpp_3m": SamplerInfo(dpmpp_3m, "DPM-Solver++ 3rd-order multistep (exact weights)", False, 3, "logsnr", _one),
     "unipc": SamplerInfo(unipc, "UniPC predictor-corrector multistep (order 2+1)", False, 3, "logsnr_jump", _one),
     "ipndm": SamplerInfo(ipndm, "improved PNDM: variable-step Adams-Bashforth, up to 4th order", False, 4,
-                         "logsnr_jump", _one),
+                         "karras", _one),
     "langevin_pc": SamplerInfo(langevin_pc, "score-SDE predictor-corrector (ancestral + Langevin)", True, 1,
                                "logsnr", lambda steps: 2 * steps - 1),
     "annealed_langevin": SamplerInfo(annealed_langevin, "annealed Langevin dynamics (NCSN), 10 steps/level", True,
@@ -67,7 +67,10 @@ def default_sigmas(schedule, steps: int, method: str) -> torch.Tensor:
     return schedule.sigmas(steps, get_sampler(method).spacing)
 
 
-def sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, method: str = "dpmpp_2m", *,
+DEFAULT_METHOD = "unipc"
+
+
+def sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, method: str = DEFAULT_METHOD, *,
            generator: torch.Generator | None = None, **options) -> torch.Tensor:
     """Run sampler ``method`` from ``x`` (= noise * sigmas[0]) down the ``sigmas``."""
     info = get_sampler(method)
@@ -81,5 +84,5 @@ def sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, method: str = "dpmpp
     return info.fn(denoiser, x, sigmas, **options)
 
 
-__all__ = ["SAMPLERS", "SamplerInfo", "get_sampler", "default_sigmas", "sample", "euler", "ddim", "ddpm", "euler_ancestral", "heun",
+__all__ = ["DEFAULT_METHOD", "SAMPLERS", "SamplerInfo", "get_sampler", "default_sigmas", "sample", "euler", "ddim", "ddpm", "euler_ancestral", "heun",
            "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "unipc", "ipndm", "langevin_pc", "annealed_langevin"]

@@ -109,6 +109,15 @@ def combine(x: torch.Tensor, scale: float, terms) -> torch.Tensor:
     return out
 
 
+def adams_step(x: torch.Tensor, sigma: float, sigma_next: float, history) -> torch.Tensor:
+    """One variable-step Adams-Bashforth step of dx/dsigma = eps_hat(sigma),
+    ``history = [(sigma_m, eps_m), ...]`` newest first (sigma_0 = sigma):
+    the exact integral over [sigma, sigma_next] of the interpolant in sigma."""
+    nodes = [s_m - sigma for s_m, _ in history]
+    w = lagrange_weights(nodes, poly_moments(0.0, sigma_next - sigma, len(nodes)))
+    return combine(x, 1.0, ((w_m, e_m) for w_m, (_, e_m) in zip(w, history)))
+
+
 def exp_moments(h: float, order: int) -> list[float]:
     """I_j = integral_0^h exp(-(h - v)) v^j dv for j < order (the exponential
     integrator kernel in lambda). Series for small h avoids cancellation."""

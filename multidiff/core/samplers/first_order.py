@@ -25,19 +25,11 @@ def euler(denoiser, x, sigmas, *, cond=None, callback=None):
 
 
 def ddim(denoiser, x, sigmas, *, eta: float = 0.0, cond=None, callback=None, generator=None):
-    """DDIM (Song et al. 2021a, Eq. 12) in sigma: the predicted x0 plus the
-    direction pointing to x_t, rescaled to sigma_down, plus eta-scaled noise."""
-    run = Stepper(denoiser, x, sigmas, cond, callback)
-    s = run.sigma_list
-    for i in range(len(run)):
-        denoised = run.denoise(x, run.x_sigmas[i])
-        run.report(i, x, denoised)
-        sigma_down, sigma_up = ancestral_split(s[i], s[i + 1], eta)
-        eps = (x - denoised) / s[i]  # the implied noise
-        x = denoised + sigma_down * eps
-        if sigma_up > 0:
-            x = x + sigma_up * randn_like(x, generator)
-    return x
+    """DDIM (Song et al. 2021a, Eq. 12) in sigma. Its update, the predicted x0
+    plus the direction pointing to x_t rescaled to sigma_down, is exactly an
+    Euler step to sigma_down; eta-scaled noise then brings it to sigma_next.
+    So DDIM is :func:`euler_ancestral` with eta = 0 by default."""
+    return euler_ancestral(denoiser, x, sigmas, eta=eta, cond=cond, callback=callback, generator=generator)
 
 
 def ddpm(denoiser, x, sigmas, *, cond=None, callback=None, generator=None):

@@ -18,19 +18,24 @@ from __future__ import annotations
 import math
 
 from ..utils import randn_like
-from .base import Stepper, combine, exp_moments, lagrange_weights, poly_moments, to_d
+from .base import Stepper, adams_step, combine, exp_moments, lagrange_weights, to_d
 
 
-def dpmpp_2m(denoiser, x, sigmas, *, cond=None, callback=None):
-    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2), written in sigma."""
+def dpmpp_2m(denoiser, x, sigmas, *, final_step: str = "adams", cond=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2), written in sigma; the step
+    to sigma = 0 is ``final_step`` ("adams" or the paper's "denoise")."""
+    _check_final_step(final_step)
     run = Stepper(denoiser, x, sigmas, cond, callback)
     s = run.sigma_list
     prev = None  # (denoised, h) of the previous step
+    eps_history = []
     for i in range(len(run)):
         denoised = run.denoise(x, run.x_sigmas[i])
         run.report(i, x, denoised)
+        eps_history.insert(0, (s[i], to_d(x, s[i], denoised)))
+        del eps_history[FINAL_ORDER:]
         if s[i + 1] == 0:
-            x = denoised
+            x = _final_step(x, denoised, s[i], eps_history, final_step)
             continue
         h = math.log(s[i] / s[i + 1])
         phi_1 = -math.expm1(-h)
@@ -73,12 +78,43 @@ def dpmpp_2m_sde(denoiser, x, sigmas, *, eta: float = 1.0, s_noise: float = 1.0,
     return x
 
 
-def _exp_multistep(run: Stepper, x, order: int, corrector: bool):
+def _moments(h: float, n_nodes: int, variant: str) -> list[float]:
+    """Kernel moments for ``n_nodes`` nodes. ``"bh2"``: with two nodes the
+    first-difference term gets UniPC's B(h) = e^h - 1 coefficient (Zhao et al.
+    2023, Sec. 3.1; for order 2 this is DPM-Solver++(2M)'s 1/(2r) rule) in
+    place of the exact moment; larger systems are solved exactly, where B(h)
+    cancels."""
+    moments = exp_moments(h, n_nodes)
+    if variant == "bh2" and n_nodes == 2:
+        moments[1] = 0.5 * h * moments[0]
+    return moments
+
+
+FINAL_ORDER = 3
+
+
+def _final_step(x, denoised, sigma: float, eps_history, final_step: str):
+    """The step sigma -> 0. lambda = inf there, so exponential integrators
+    fall back to x = D (``"denoise"``: first order, an error floor growing
+    with sigma^2). ``"adams"`` integrates dx/dsigma = eps_hat in sigma with the
+    last ``FINAL_ORDER`` eps_hat values instead (no extra NFE)."""
+    if final_step == "denoise":
+        return denoised
+    return adams_step(x, sigma, 0.0, eps_history[:FINAL_ORDER])
+
+
+def _check_final_step(final_step: str) -> None:
+    if final_step not in ("adams", "denoise"):
+        raise ValueError(f"final_step must be 'adams' or 'denoise', got {final_step!r}")
+
+
+def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, final_step: str):
     """Exponential multistep in lambda with exact Lagrange weights; optional
     UniC corrector (Zhao et al. 2023), which re-integrates the last step with
     the newly computed D as an extra node: one order more, no extra NFE."""
     s = run.sigma_list
     history = []  # (lambda, denoised), newest first
+    eps_history = []  # (sigma, eps_hat), newest first, for the final step
     x_prev = h_prev = None
     for i in range(len(run)):
         denoised = run.denoise(x, run.x_sigmas[i])
@@ -86,35 +122,43 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool):
         if corrector and x_prev is not None:
             nodes = [0.0] + [l_m - lam for l_m, _ in history[: order]]  # relative to the new point
             nodes = [v + h_prev for v in nodes]  # relative to the previous point
-            w = lagrange_weights(nodes, exp_moments(h_prev, len(nodes)))
+            w = lagrange_weights(nodes, _moments(h_prev, len(nodes), variant))
             x = combine(x_prev, math.exp(-h_prev), zip(w, [denoised] + [d for _, d in history[:order]]))
         run.report(i, x, denoised)
         history.insert(0, (lam, denoised))
         del history[order:]
+        eps_history.insert(0, (s[i], to_d(x, s[i], denoised)))
+        del eps_history[FINAL_ORDER:]
         if s[i + 1] == 0:
-            return denoised
+            return _final_step(x, denoised, s[i], eps_history, final_step)
         h = math.log(s[i] / s[i + 1])
         nodes = [l_m - lam for l_m, _ in history]
-        w = lagrange_weights(nodes, exp_moments(h, len(nodes)))
+        w = lagrange_weights(nodes, _moments(h, len(nodes), variant))
         x_prev, h_prev = x, h
         x = combine(x, math.exp(-h), ((w_m, d_m) for w_m, (_, d_m) in zip(w, history)))
     return x
 
 
-def dpmpp_3m(denoiser, x, sigmas, *, cond=None, callback=None):
+def dpmpp_3m(denoiser, x, sigmas, *, final_step: str = "adams", cond=None, callback=None):
     """Third-order multistep DPM-Solver++ (Lu et al. 2022b, Sec. 4 with a
     quadratic interpolant of three past data predictions)."""
+    _check_final_step(final_step)
     run = Stepper(denoiser, x, sigmas, cond, callback)
-    return _exp_multistep(run, x, order=3, corrector=False)
+    return _exp_multistep(run, x, order=3, corrector=False, variant="exact", final_step=final_step)
 
 
-def unipc(denoiser, x, sigmas, *, order: int = 2, cond=None, callback=None):
+def unipc(denoiser, x, sigmas, *, order: int = 2, variant: str = "bh2", final_step: str = "adams", cond=None,
+          callback=None):
     """UniPC (Zhao et al. 2023): order-``order`` UniP predictor plus the UniC
-    corrector, with exact exponential-integrator weights."""
+    corrector. ``variant="bh2"`` is the paper's B(h) = e^h - 1 choice;
+    ``"exact"`` integrates every Lagrange interpolant exactly."""
     if order not in (1, 2, 3):
         raise ValueError(f"unipc order must be 1, 2 or 3, got {order}")
+    if variant not in ("bh2", "exact"):
+        raise ValueError(f"unipc variant must be 'bh2' or 'exact', got {variant!r}")
+    _check_final_step(final_step)
     run = Stepper(denoiser, x, sigmas, cond, callback)
-    return _exp_multistep(run, x, order=order, corrector=True)
+    return _exp_multistep(run, x, order=order, corrector=True, variant=variant, final_step=final_step)
 
 
 def ipndm(denoiser, x, sigmas, *, order: int = 4, cond=None, callback=None):
@@ -131,7 +175,5 @@ def ipndm(denoiser, x, sigmas, *, order: int = 4, cond=None, callback=None):
         run.report(i, x, denoised)
         history.insert(0, (s[i], to_d(x, s[i], denoised)))
         del history[order:]
-        nodes = [s_m - s[i] for s_m, _ in history]
-        w = lagrange_weights(nodes, poly_moments(0.0, s[i + 1] - s[i], len(nodes)))
-        x = combine(x, 1.0, ((w_m, d_m) for w_m, (_, d_m) in zip(w, history)))
+        x = adams_step(x, s[i], s[i + 1], history)
     return x

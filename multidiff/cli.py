@@ -1,0 +1,192 @@
+"""The ``multidiff`` command line (layer 4): the only place that parses argv and prints.
+
+A library error (a ValueError such as an unknown name or a corrupt run folder,
+an OSError such as a missing file, a diverged training run) becomes one
+``error: ...`` line on stderr and exit status 1; a usage error (bad option,
+missing argument) one such line and status 2. Other exceptions are bugs and
+keep their traceback. Heavy imports (torch) happen inside the commands, so
+``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+LIBRARY_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def _fail(message: str, code: int):
+    click.echo("error: " + " ".join(str(message).split()), err=True)  # one line, whatever the message holds
+    sys.exit(code)
+
+
+class _Main(click.Group):
+    """A group whose ``main`` reports every expected failure as one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.UsageError as err:
+            hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+            _fail(err.format_message() + hint, err.exit_code)
+        except click.ClickException as err:
+            _fail(err.format_message(), err.exit_code)
+        except LIBRARY_ERRORS as err:
+            _fail(err, 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _progress(flag: bool | None) -> bool:
+    """Progress bars: as asked, else only when stderr is a terminal."""
+    return sys.stderr.isatty() if flag is None else flag
+
+
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Show progress bars (default: when stderr is a terminal).")
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="multidiff")
+def main():
+    """multidiff: one exact diffusion core (schedules, preconditioning, losses,
+    samplers) with recipes on top.
+
+    \b
+    Example:
+      multidiff train toy2d --dataset spiral --out runs/spiral
+      multidiff sample runs/spiral --num 2000 --sampler dpmpp_2m --out spiral_samples
+      multidiff eval runs/spiral
+    """
+
+
+@main.command()
+def samplers():
+    """List the sampling methods with a one-line description each."""
+    from .core.samplers import SAMPLERS
+
+    width = max(map(len, SAMPLERS))
+    for name, info in SAMPLERS.items():
+        click.echo(f"{name:<{width}}  {info.description}")
+
+
+@main.command()
+def recipes():
+    """List the recipes that `multidiff train` accepts."""
+    from .recipes import RECIPES
+
+    width = max(map(len, RECIPES))
+    for name, recipe in RECIPES.items():
+        click.echo(f"{name:<{width}}  {recipe.description}")
+
+
+def _parse_settings(settings: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="'--set'")
+        parsed[key.strip().replace("-", "_")] = value.strip()
+    return parsed
+
+
+def _print_report(report: dict) -> None:
+    """Scalars as ``key: value``; each dict of numbers (a metric) as one row."""
+    for key, value in report.items():
+        if isinstance(value, dict):
+            cells = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+            click.echo(f"{key}: {cells}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@main.command()
+@click.argument("recipe_name", metavar="RECIPE")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step.")
+@click.option("--lr", type=float, help="AdamW learning rate.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of the data split, initial weights and noise.")
+@click.option("--dataset", help="Dataset of the recipe (toy2d: moons, spiral, 8gaussians, checkerboard).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder to write (default: runs/RECIPE-DATASET-seedSEED).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the recipe's config, e.g. --set width=128 (repeatable).")
+@progress_option
+def train(recipe_name, steps, batch_size, lr, seed, dataset, out, settings, progress):
+    """Train RECIPE (see `multidiff recipes`) and write a run folder with
+    weights, config, metrics and a sample plot."""
+    from .recipes import get_recipe, make_config
+
+    recipe = get_recipe(recipe_name)
+    options = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "dataset": dataset}
+    overrides = {key: value for key, value in options.items() if value is not None}
+    overrides.update(_parse_settings(settings))
+    config = make_config(recipe, overrides)
+    run_dir = recipe.train(config, out, progress=_progress(progress))
+    click.echo(f"run folder: {run_dir}")
+    report_path = Path(run_dir) / "eval.json"
+    if report_path.is_file():
+        _print_report(json.loads(report_path.read_text()))
+
+
+def _run_options(command):
+    for option in reversed([
+        click.option("--sampler", help="Sampling method (see `multidiff samplers`; default: the run's)."),
+        click.option("--steps", type=click.IntRange(min=1), help="Sampler steps (default: the run's)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the noise."),
+        progress_option,
+    ]):
+        command = option(command)
+    return command
+
+
+def _check_sampler(sampler: str | None) -> None:
+    if sampler is not None:
+        from .core.samplers import get_sampler
+
+        get_sampler(sampler)  # fail before loading anything
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--num", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples to draw.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output stem: writes OUT.png and OUT.npz (array 'samples').")
+@_run_options
+def sample(run_dir, num, out, sampler, steps, seed, progress):
+    """Draw samples from the trained run in RUN_DIR."""
+    from .recipes import recipe_of_run
+
+    _check_sampler(sampler)
+    recipe = recipe_of_run(run_dir)
+    samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress))
+    stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
+    for path in recipe.write_samples(samples, stem, run_dir):
+        click.echo(f"wrote {path}")
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--num", "-n", type=click.IntRange(min=1), help="Samples to draw (default: the run's).")
+@_run_options
+def evaluate(run_dir, num, sampler, steps, seed, progress):
+    """Sample the run in RUN_DIR and print its metrics as JSON."""
+    from .recipes import recipe_of_run
+
+    _check_sampler(sampler)
+    recipe = recipe_of_run(run_dir)
+    report = recipe.evaluate(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress))
+    click.echo(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Recipes: one per domain/dataset, composing data, backbones, training and
+metrics. Each is a set of importable functions; ``RECIPES`` maps names to
+them for the CLI and for the runnable scripts in the top-level ``recipes/``.
+
+Every recipe offers
+
+=================  ===========================================================
+``config_class``   a frozen dataclass of its settings, validated on creation
+``train``          ``train(config, out=None, *, progress=False) -> run_dir``
+``sample``         ``sample(run_dir, *, num, sampler=None, steps=None, seed=0,
+                   progress=False) -> samples``
+``write_samples``  ``write_samples(samples, stem, run_dir) -> paths`` (the
+                   domain's own rendering, e.g. a scatter plot, plus .npz)
+``evaluate``       ``evaluate(run_dir, *, num=None, sampler=None, steps=None,
+                   seed=0, progress=False) -> dict`` (JSON-able metrics)
+=================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from dataclasses import dataclass, fields, replace
+from typing import Callable
+
+from ..train.checkpoint import load_config
+from . import toy2d
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    config_class: type
+    train: Callable
+    sample: Callable
+    write_samples: Callable
+    evaluate: Callable
+
+
+RECIPES: dict[str, Recipe] = {
+    "toy2d": Recipe("toy2d", "residual-MLP denoiser on a 2-D point cloud (moons, spiral, ...), CPU, < 1 min",
+                    toy2d.Toy2DConfig, toy2d.train, toy2d.sample, toy2d.write_samples, toy2d.evaluate),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_of_run(run_dir: str | os.PathLike) -> Recipe:
+    """The recipe that wrote run folder ``run_dir`` (from its config.json)."""
+    name = load_config(run_dir)["config"].get("recipe")
+    if name not in RECIPES:
+        raise ValueError(f"{str(run_dir)!r} was not written by a known recipe (its config names {name!r}); "
+                         f"known: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse(name: str, kind: type, text: str):
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"{name} expects true or false, got {text!r}")
+        return text.lower() in _TRUE
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} expects {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def make_config(recipe: Recipe, overrides: dict[str, object]):
+    """The recipe's default config with ``overrides`` applied. String values
+    (from ``--set key=value``) are parsed by the field's type; the config's own
+    checks run on the result."""
+    types = typing.get_type_hints(recipe.config_class)
+    known = [f.name for f in fields(recipe.config_class)]
+    values = {}
+    for name, value in overrides.items():
+        if name not in known:
+            raise ValueError(f"recipe {recipe.name!r} has no setting {name!r}; its settings are: {', '.join(known)}")
+        kind = types[name]
+        values[name] = _parse(name, kind, value) if isinstance(value, str) and kind is not str else value
+    return replace(recipe.config_class(), **values)
+
+
+__all__ = ["RECIPES", "Recipe", "get_recipe", "make_config", "recipe_of_run"]
