@@ -3,17 +3,17 @@
 ``cond`` is ``None``, a LongTensor of class labels ``(B,)``, or a dict with
 any of
 
-============== ================= ==============================================
-key            shape             meaning
-============== ================= ==============================================
-``label``      ``(B,)`` int      class in ``[0, num_classes]``; ``num_classes``
-                                 is the null class (classifier-free guidance)
-``context``    ``(B, L, Dc)``    a sequence to cross-attend to (text tokens ...)
-``context_mask`` ``(B, L)`` bool ``True`` = a real token, ``False`` = padding
-``image``      ``(B, C', h, w)`` an image concatenated to the input as extra
-                                 channels (super-resolution's low-res image);
-                                 resized to the input's ``(H, W)`` if needed
-============== ================= ==============================================
+================  =================  ============================================
+key               shape              meaning
+================  =================  ============================================
+``label``         ``(B,)`` int       class in ``[0, num_classes]``; ``num_classes``
+                                     is the null class (classifier-free guidance)
+``context``       ``(B, L, Dc)``     a sequence to cross-attend to (text tokens ...)
+``context_mask``  ``(B, L)`` bool    ``True`` = a real token, ``False`` = padding
+``image``         ``(B, C', h, w)``  an image concatenated to the input as extra
+                                     channels (super-resolution's low-res image);
+                                     resized to the input's ``(H, W)`` if needed
+================  =================  ============================================
 
 A missing label means the null class; a missing context means an empty one
 (the backbones attend to a learned null token, so "no context" and "all
