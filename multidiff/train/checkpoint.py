@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -34,6 +34,7 @@ from torch import nn
 from ..backbones import backbone_from_config, backbone_to_config
 from ..core.precond import Precond, make_precond
 from ..core.schedules import schedule_from_config
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -42,31 +43,6 @@ WEIGHT_FILES = {"model": "model.safetensors", "ema": "ema.safetensors"}
 
 class CheckpointError(ValueError):
     """A run folder that exists but cannot be loaded: corrupt, mismatched or from another format."""
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then move it onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 # ---------------------------------------------------------------- model <-> JSON

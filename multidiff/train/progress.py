@@ -8,8 +8,8 @@ from typing import Callable, Iterator
 from tqdm.auto import tqdm
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> tqdm:
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, initial=initial)
 
 
 @contextmanager
