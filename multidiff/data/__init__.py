@@ -1,6 +1,8 @@
 """Data (layer 2): dataset loading and generation -> dict batches of tensors."""
 
 from .batches import ShuffledBatches, random_batches
+from .images import IMAGE_DATASETS, ImageDataset, dataset_info, load_image_dataset
 from .toy2d import TOY2D, make_toy2d
 
-__all__ = ["TOY2D", "make_toy2d", "random_batches", "ShuffledBatches"]
+__all__ = ["IMAGE_DATASETS", "ImageDataset", "TOY2D", "dataset_info", "load_image_dataset", "make_toy2d",
+           "random_batches", "ShuffledBatches"]
