@@ -32,15 +32,14 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from .frechet import frechet_distance
+from ..runtime import cpu_threads
 
 FORMAT_VERSION = 1
 KIND = "multidiff-image-classifier"
@@ -171,16 +170,6 @@ def _random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> to
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-@contextmanager
-def _cpu_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train_classifier(train: dict[str, torch.Tensor], test: dict[str, torch.Tensor] | None = None,
                      num_classes: int | None = None, training: ClassifierTraining = ClassifierTraining(), *,
                      threads: int = 1) -> ImageClassifier:
@@ -193,7 +182,7 @@ def train_classifier(train: dict[str, torch.Tensor], test: dict[str, torch.Tenso
     were slower (3x with 2 threads on a busy 2-core machine, measured), and a
     fixed count fixes the float summation order, so the weights repeat
     bit for bit on a machine whatever its core count."""
-    with _cpu_threads(threads):
+    with cpu_threads(threads):
         return _train(train, test, num_classes, training)
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,6 +34,7 @@ from ..train import (TrainConfig, Trainer, from_pretrained, generate, load_confi
                      save_pretrained)
 from ..train.atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..train.distributed import barrier
+from ..runtime import cpu_threads
 
 NAME = "toy2d"
 
@@ -60,7 +59,7 @@ class Toy2DConfig:
     num_eval: int = 5000  # the real-vs-real floor shrinks like 1/sqrt(num_eval)
     sampler: str = "unipc"  # one of multidiff.core.samplers.SAMPLERS
     sample_steps: int = 32
-    threads: int = 1  # torch CPU threads while training and sampling (see _cpu_threads)
+    threads: int = 1  # torch CPU threads while training and sampling (see multidiff.runtime.cpu_threads)
     # run folder: checkpoints (RUN/checkpoints) every so many steps and at the end; resume continues the newest
     checkpoint_every: int = 1000
     resume: bool = False
@@ -117,19 +116,6 @@ def _split(config: Toy2DConfig, split: str, n: int) -> torch.Tensor:
     return make_toy2d(config.dataset, n, seed=3 * config.seed + offset)["x"]
 
 
-@contextmanager
-def _cpu_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads, then restore. For a 64-wide MLP the
-    threading overhead outweighs the gain, and on a busy CPU OpenMP's
-    spin-waiting made 2 threads ~5x slower per step than 1 (measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------- the recipe's entry points
 
 
@@ -153,7 +139,7 @@ def train(config: Toy2DConfig = Toy2DConfig(), out: str | os.PathLike | None = N
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(config)
     batches = ShuffledBatches({"x": _split(config, "train", config.num_train)}, config.batch_size, seed=config.seed)
-    with _cpu_threads(config.threads):
+    with cpu_threads(config.threads):
         trainer = Trainer(model, train_config(config), run_dir=run_dir, weighting=_weighting(config),
                           progress=progress)
         if not config.resume and trainer.dist.is_main:
@@ -218,7 +204,7 @@ def _generate(model: Precond, config: Toy2DConfig, *, num: int, sampler: str | N
               steps: int | None = None, seed: int = 0, progress: bool = False) -> torch.Tensor:
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
-    with _cpu_threads(config.threads):
+    with cpu_threads(config.threads):
         return generate(model, (num, 2), sampler=config.sampler if sampler is None else sampler,
                         steps=config.sample_steps if steps is None else steps, seed=seed, progress=progress)
 
