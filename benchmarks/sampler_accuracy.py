@@ -37,13 +37,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docblock import write_block  # noqa: E402
+
 from multidiff.core.gmm import example_mixture  # noqa: E402
 from multidiff.core.samplers import SAMPLERS, sample  # noqa: E402
 from multidiff.core.schedules import VPLinear  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "img" / "sampler_accuracy.png"
-START, END = "<!-- sampler_accuracy:start -->", "<!-- sampler_accuracy:end -->"
 
 MULTIDIFF_METHODS = ("euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm")
 SPACINGS = ("logsnr_jump", "karras", "logsnr", "trailing")  # run for every sampler, besides its own default
@@ -652,16 +653,7 @@ def build_report(settings, problem, ref_checks, floor, runs: Runs, held_out_rows
 
 
 def write_doc(block: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n## Sampler accuracy\n\n"
-    new_block = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + new_block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + new_block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    write_block(DOC, "sampler_accuracy", block + "\n", append_if_missing=True)
 
 
 PLOT_PANELS = (  # (title, multidiff samplers, diffusers label prefixes)

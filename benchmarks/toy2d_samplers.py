@@ -17,11 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docblock import write_block  # noqa: E402
 from multidiff.core.samplers import SAMPLERS  # noqa: E402
 from multidiff.recipes.toy2d import Toy2DConfig, evaluate, train  # noqa: E402
 
 DOC = ROOT / "docs" / "toy2d.md"
-START, END = "<!-- toy2d_samplers:start -->", "<!-- toy2d_samplers:end -->"
 STEPS = (8, 32)
 
 
@@ -49,10 +49,7 @@ def main(argv=None) -> int:
     block = table(args.run_dir)
     print(block)
     if not args.no_write:
-        text = DOC.read_text()
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(head + START + "\n" + block + END + tail)
+        write_block(DOC, "toy2d_samplers", block)
     return 0
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docblock import write_block  # noqa: E402
+
 import torch  # noqa: E402
 
 from multidiff.backbones import MLP, MLPConfig  # noqa: E402
@@ -40,7 +42,6 @@ from multidiff.data import ShuffledBatches  # noqa: E402
 from multidiff.train import EMA, TrainConfig, Trainer  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- train_overhead:start -->", "<!-- train_overhead:end -->"
 SIGMA_DATA, LR, EMA_DECAY, SEED = 0.5, 1e-3, 0.999, 0
 
 
@@ -216,12 +217,7 @@ def main(argv=None) -> int:
     block = report(results, repeats)
     print(block)
     if not (args.quick or args.no_write):
-        text = DOC.read_text()
-        if START not in text:
-            raise SystemExit(f"{DOC} has no {START} marker; add the section first")
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(head + START + "\n" + block + END + tail)
+        write_block(DOC, "train_overhead", block)
     return 0
 
 
