@@ -11,6 +11,7 @@ keep their traceback. Heavy imports (torch) happen inside the commands, so
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def _progress(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
 
 
+def _is_main_process() -> bool:
+    """False on every process but rank 0 under torchrun, so a report is printed once."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Show progress bars (default: when stderr is a terminal).")
 
@@ -63,9 +69,10 @@ def main():
 
     \b
     Example:
+      multidiff train digits --out runs/digits
+      multidiff sample runs/digits --num 100 --label 3 --guidance 2 --out threes
+      multidiff eval runs/digits
       multidiff train toy2d --dataset spiral --out runs/spiral
-      multidiff sample runs/spiral --num 2000 --sampler dpmpp_2m --out spiral_samples
-      multidiff eval runs/spiral
     """
 
 
@@ -115,23 +122,29 @@ def _print_report(report: dict) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step.")
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the data split, initial weights and noise.")
-@click.option("--dataset", help="Dataset of the recipe (toy2d: moons, spiral, 8gaussians, checkerboard).")
+@click.option("--dataset", help="Dataset of the recipe (toy2d: moons, spiral, 8gaussians, checkerboard; "
+                                 "images: digits, mnist5k, fashion, folder).")
+@click.option("--device", help="Image recipes: auto (default), cpu or cuda.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder to write (default: runs/RECIPE-DATASET-seedSEED).")
+              help="Run folder to write (default: runs/RECIPE-...-seedSEED).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other setting of the recipe's config, e.g. --set width=128 (repeatable).")
 @progress_option
-def train(recipe_name, steps, batch_size, lr, seed, dataset, out, settings, progress):
+def train(recipe_name, steps, batch_size, lr, seed, dataset, device, out, resume, settings, progress):
     """Train RECIPE (see `multidiff recipes`) and write a run folder with
-    weights, config, metrics and a sample plot."""
+    weights, config, metrics and samples to look at."""
     from .recipes import get_recipe, make_config
 
     recipe = get_recipe(recipe_name)
-    options = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "dataset": dataset}
+    options = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "dataset": dataset,
+               "device": device, "resume": True if resume else None}
     overrides = {key: value for key, value in options.items() if value is not None}
     overrides.update(_parse_settings(settings))
     config = make_config(recipe, overrides)
     run_dir = recipe.train(config, out, progress=_progress(progress))
+    if not _is_main_process():
+        return
     click.echo(f"run folder: {run_dir}")
     report_path = Path(run_dir) / "eval.json"
     if report_path.is_file():
@@ -160,15 +173,20 @@ def _check_sampler(sampler: str | None) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples to draw.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output stem: writes OUT.png and OUT.npz (array 'samples').")
+              help="Output stem: writes OUT.png and OUT.npz (array 'samples'; 'labels' for a class-conditional run).")
+@click.option("--label", type=click.IntRange(min=0), help="Class-conditional runs: draw only this class.")
+@click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale (default: the run's; "
+                                                               "1: none).")
 @_run_options
-def sample(run_dir, num, out, sampler, steps, seed, progress):
+def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
     """Draw samples from the trained run in RUN_DIR."""
     from .recipes import recipe_of_run
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress))
+    extra = {key: value for key, value in (("label", label), ("guidance", guidance)) if value is not None}
+    samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
+                            **extra)
     stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
     for path in recipe.write_samples(samples, stem, run_dir):
         click.echo(f"wrote {path}")
@@ -177,14 +195,17 @@ def sample(run_dir, num, out, sampler, steps, seed, progress):
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), help="Samples to draw (default: the run's).")
+@click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale (default: the run's).")
 @_run_options
-def evaluate(run_dir, num, sampler, steps, seed, progress):
+def evaluate(run_dir, num, guidance, sampler, steps, seed, progress):
     """Sample the run in RUN_DIR and print its metrics as JSON."""
     from .recipes import recipe_of_run
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    report = recipe.evaluate(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress))
+    extra = {} if guidance is None else {"guidance": guidance}
+    report = recipe.evaluate(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
+                             **extra)
     click.echo(json.dumps(report, indent=2))
 
 

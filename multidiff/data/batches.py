@@ -1,4 +1,5 @@
-"""Minibatches from an in-memory dataset held as a dict of equally long tensors.
+"""Minibatches from an in-memory dataset held as a dict of equally long tensors
+(or of dicts of them, e.g. ``{"x": ..., "cond": {"image": ..., "label": ...}}``).
 
 :class:`ShuffledBatches` is the resumable batch source of the training engine
 (``multidiff.train``): its position is a small ``state_dict()`` and, under
@@ -11,11 +12,28 @@ from __future__ import annotations
 import torch
 
 
-def _dataset_size(data: dict[str, torch.Tensor]) -> int:
-    sizes = {key: len(value) for key, value in data.items()}
+def _lengths(data: dict, prefix: str = "") -> dict[str, int]:
+    """The length of every tensor in ``data`` (nested dicts allowed, e.g. ``cond={"image", "label"}``)."""
+    sizes = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            sizes.update(_lengths(value, f"{prefix}{key}."))
+        elif isinstance(value, torch.Tensor):
+            sizes[prefix + key] = len(value)
+        else:
+            raise TypeError(f"data[{prefix + key!r}] must be a tensor or a dict of tensors, got {type(value).__name__}")
+    return sizes
+
+
+def _dataset_size(data: dict) -> int:
+    sizes = _lengths(data)
     if not sizes or len(set(sizes.values())) != 1:
         raise ValueError(f"data must be a non-empty dict of tensors of one length, got lengths {sizes}")
     return next(iter(sizes.values()))
+
+
+def _take(data: dict, index: torch.Tensor) -> dict:
+    return {key: _take(value, index) if isinstance(value, dict) else value[index] for key, value in data.items()}
 
 
 class ShuffledBatches:
@@ -75,7 +93,7 @@ class ShuffledBatches:
         start = self.position + self.rank * share
         index = self._order[start:start + share]
         self.position += self.batch_size
-        return {key: value[index] for key, value in self.data.items()}
+        return _take(self.data, index)
 
     def state_dict(self) -> dict:
         """The position: JSON-able numbers plus the generator state (a uint8 tensor)."""

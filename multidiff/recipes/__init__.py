@@ -8,11 +8,15 @@ Every recipe offers
 ``config_class``   a frozen dataclass of its settings, validated on creation
 ``train``          ``train(config, out=None, *, progress=False) -> run_dir``
 ``sample``         ``sample(run_dir, *, num, sampler=None, steps=None, seed=0,
-                   progress=False) -> samples``
+                   progress=False, label=None, guidance=None) -> samples``
+                   (``label`` / ``guidance``: class-conditional recipes only;
+                   others raise ValueError when given them)
 ``write_samples``  ``write_samples(samples, stem, run_dir) -> paths`` (the
-                   domain's own rendering, e.g. a scatter plot, plus .npz)
+                   domain's own rendering, e.g. a scatter plot or an image
+                   grid, plus .npz)
 ``evaluate``       ``evaluate(run_dir, *, num=None, sampler=None, steps=None,
-                   seed=0, progress=False) -> dict`` (JSON-able metrics)
+                   seed=0, progress=False, guidance=None) -> dict``
+                   (JSON-able metrics)
 =================  ===========================================================
 """
 
@@ -24,7 +28,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from ..train.checkpoint import load_config
-from . import toy2d
+from . import images, toy2d
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,15 @@ RECIPES: dict[str, Recipe] = {
     "toy2d": Recipe("toy2d", "residual-MLP denoiser on a 2-D point cloud (moons, spiral, ...), CPU, < 1 min",
                     toy2d.Toy2DConfig, toy2d.train, toy2d.sample, toy2d.write_samples, toy2d.evaluate),
 }
+_IMAGE_RECIPES = {
+    "digits": "class-conditional U-Net on sklearn's 8x8 digits with classifier-free guidance, CPU, ~3 min",
+    "fashion_unet": "class-conditional U-Net (~36M) on Fashion-MNIST 28x28, sized for one GPU",
+    "fashion_dit": "class-conditional DiT-S/2 (~32M) on Fashion-MNIST 28x28, sized for one GPU",
+    "superres": "2x super-resolution of MNIST-5k digits (14x14 -> 28x28), U-Net conditioned on the low-res image",
+}
+for _name, _description in _IMAGE_RECIPES.items():
+    RECIPES[_name] = Recipe(_name, _description, images.CONFIGS[_name], images.train, images.sample,
+                            images.write_samples, images.evaluate)
 
 
 def get_recipe(name: str) -> Recipe:

@@ -185,19 +185,27 @@ def _recipe_config(run_dir, saved: dict) -> Toy2DConfig:
 
 
 def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
-           seed: int = 0, progress: bool = False) -> torch.Tensor:
+           seed: int = 0, progress: bool = False, label: int | None = None,
+           guidance: float | None = None) -> torch.Tensor:
     """``num`` points (num, 2) from a trained run, with its sampler and steps unless given."""
+    _unconditional(label, guidance)
     model, config = load_run(run_dir)
     return _generate(model, config, num=num, sampler=sampler, steps=steps, seed=seed, progress=progress)
 
 
 def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
-             steps: int | None = None, seed: int = 0, progress: bool = False) -> dict:
+             steps: int | None = None, seed: int = 0, progress: bool = False, guidance: float | None = None) -> dict:
     """Distances from fresh samples to held-out points, next to the Gaussian baseline and the floor."""
+    _unconditional(None, guidance)
     model, config = load_run(run_dir)
     num = config.num_eval if num is None else num
     samples = _generate(model, config, num=num, sampler=sampler, steps=steps, seed=seed, progress=progress)
     return _evaluate(config, samples, _gaussian_baseline(config, num, seed), seed=seed, sampler=sampler, steps=steps)
+
+
+def _unconditional(label, guidance) -> None:
+    if label is not None or guidance is not None:
+        raise ValueError(f"toy2d models are unconditional: they take no {'label' if label is not None else 'guidance'}")
 
 
 def _generate(model: Precond, config: Toy2DConfig, *, num: int, sampler: str | None = None,

@@ -1,0 +1,156 @@
+"""Quality of the image recipes, written into docs/image_recipes.md.
+
+    python benchmarks/image_recipes.py digits               # trains the default recipe (~4 min on 2 cores)
+    python benchmarks/image_recipes.py digits --run runs/d  # measures an existing run folder instead
+    python benchmarks/image_recipes.py superres             # trains superres (~9 min on 2 cores)
+
+``digits``: the acceptance figures, a guidance sweep, a sampler-steps sweep
+and a memorisation check; rewrites the ``digits_quality`` block and the
+pictures docs/img/digits_samples.png (100 samples at the default guidance,
+one class per column) and docs/img/digits_guidance.png (the same noise and
+labels at each guidance scale, one row per scale).
+
+``superres``: the trained run's eval.json (super-resolved test images next
+to bilinear upsampling) and a sampler-steps sweep; rewrites the
+``superres_quality`` block and docs/img/superres.png (rows: low-resolution
+input, sample, original).
+
+Every digits evaluation draws 1000 samples (100 per class) and measures them with
+the bundled digits classifier: its accuracy on the intended labels, the
+Frechet distance of its features to the 359 test images, and the floor (1000
+real training images against the same test images, mean of 5 draws).
+Memorisation: the pixel-space distance of each sample to its nearest
+training image, beside the same distance for real test images (which the
+model never saw); samples much closer than test images would be copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from docblock import write_block  # noqa: E402
+
+import torch  # noqa: E402
+
+from multidiff.adapters.image import save_grid  # noqa: E402
+from multidiff.recipes import images  # noqa: E402
+
+GUIDANCE = (1.0, 1.25, 1.5, 2.0, 3.0)
+STEPS = (6, 8, 12, 24, 48)
+DOC = ROOT / "docs" / "image_recipes.md"
+
+
+def nearest_distance(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """L2 distance (in [0, 1] pixel units) from each row of ``x`` to its nearest row of ``reference``."""
+    return torch.cdist(x.flatten(1).double(), reference.flatten(1).double()).min(1).values
+
+
+def row(label: str, report: dict) -> str:
+    return (f"| {label} | {report['classifier_accuracy']:.3f} | {report['frechet']:.2f} | "
+            f"{report['frechet_floor']:.2f} | {report['frechet_over_floor']:.2f} |")
+
+
+def trained_run(recipe: str, run: Path | None) -> tuple[Path, images.ImageConfig, dict, list[str]]:
+    """Train ``recipe`` with its defaults (or read ``run``); the run folder, its config, its
+    eval.json and the opening lines of the block (machine, and the wall time when trained here)."""
+    config = images.CONFIGS[recipe]()
+    if run is None:
+        start = time.perf_counter()
+        run_dir = images.train(config, Path("runs") / f"{recipe}-benchmark", progress=sys.stderr.isatty())
+        wall = time.perf_counter() - start
+    else:
+        run_dir, wall = run, None
+        config = images.read_config(run_dir)
+    trained = json.loads((run_dir / "eval.json").read_text())
+    lines = [f"Measured with `python benchmarks/image_recipes.py {recipe}` on {platform.machine()} "
+             f"({os.cpu_count()} cores), torch {torch.__version__}, {torch.get_num_threads()} threads.", ""]
+    took = f"took **{wall / 60:.1f} min** from start to `eval.json` (training " if wall is not None else "trained in ("
+    lines += [f"`multidiff train {recipe}` (defaults: {config.steps} steps, batch {config.batch_size}, "
+              f"{config.backbone} \"{config.preset}\") {took}{trained['train_seconds'] / 60:.1f} min).", ""]
+    return run_dir, config, trained, lines
+
+
+def digits(args) -> None:
+    run_dir, config, trained, lines = trained_run("digits", args.run)
+    lines += ["At the default guidance "
+              f"({config.guidance}), {config.sampler}, {config.sample_steps} steps:", "",
+              "| | classifier accuracy | Frechet | floor | Frechet / floor |", "| --- | --- | --- | --- | --- |",
+              row("trained run (eval.json)", trained), ""]
+
+    lines += ["Guidance sweep (same run, same noise):", "",
+              "| guidance | classifier accuracy | Frechet | floor | Frechet / floor |", "| --- | --- | --- | --- | --- |"]
+    strips = []
+    for scale in GUIDANCE:
+        lines.append(row(f"{scale}", images.evaluate(run_dir, guidance=scale)))
+        strips.append(images.sample(run_dir, num=20, guidance=scale, seed=1)["samples"])
+    lines += ["", f"Sampler steps at guidance {config.guidance} ({config.sampler}):", "",
+              "| steps | classifier accuracy | Frechet | floor | Frechet / floor |", "| --- | --- | --- | --- | --- |"]
+    for steps in STEPS:
+        lines.append(row(f"{steps}", images.evaluate(run_dir, steps=steps)))
+
+    data = images.load_data(config)
+    drawn = images.sample(run_dir, num=1000)
+    sample_nn = nearest_distance(drawn["samples"], data.train["x"].float())
+    test_nn = nearest_distance(data.test["x"].float(), data.train["x"].float())
+    lines += ["", "Memorisation (L2 distance to the nearest training image, pixels in [0, 1], 64 pixels):", "",
+              "| | median | 5th percentile | share below the test images' 5th percentile |", "| --- | --- | --- | --- |",
+              f"| 1000 samples | {sample_nn.median():.2f} | {sample_nn.quantile(0.05):.2f} | "
+              f"{(sample_nn < test_nn.quantile(0.05)).double().mean():.3f} |",
+              f"| 359 real test images | {test_nn.median():.2f} | {test_nn.quantile(0.05):.2f} | 0.050 |", ""]
+    block = "\n".join(lines) + "\n"
+    print(block)
+    if args.no_write:
+        return
+    save_grid(drawn["samples"][:100], ROOT / "docs" / "img" / "digits_samples.png", nrow=10, value_range=(0, 1))
+    save_grid(torch.cat(strips), ROOT / "docs" / "img" / "digits_guidance.png", nrow=20, value_range=(0, 1),
+              min_cell=32)
+    write_block(DOC, "digits_quality", block)
+
+
+def superres(args) -> None:
+    run_dir, config, trained, lines = trained_run("superres", args.run)
+    trained = images.evaluate(run_dir)  # the same draw as eval.json (seed 0), with today's metric set
+    header = ["| | PSNR (dB) | low-res MSE | classifier accuracy | Frechet | floor |",
+              "| --- | --- | --- | --- | --- | --- |"]
+
+    def sr_row(label: str, r: dict) -> str:
+        return (f"| {label} | {r['psnr_db']:.2f} | {r['low_res_mse']:.4f} | {r['classifier_accuracy']:.3f} | "
+                f"{r['frechet']:.1f} | {r['frechet_floor']:.1f} |")
+
+    lines += [f"{trained['num']} test images, 2x average-pooled to 14x14 and super-resolved "
+              f"({config.sampler}, {config.sample_steps} steps), against bilinear upsampling of the same inputs:",
+              "", *header, sr_row("diffusion (eval.json)", trained),
+              sr_row("bilinear", {**trained, **{key: trained["bilinear_" + key] for key in
+                                             ("psnr_db", "low_res_mse", "classifier_accuracy", "frechet")}}), "", "Sampler steps (unipc):", "", *header]
+    for steps in STEPS:
+        lines.append(sr_row(f"{steps} steps", images.evaluate(run_dir, steps=steps)))
+    lines.append("")
+    block = "\n".join(lines) + "\n"
+    print(block)
+    if args.no_write:
+        return
+    drawn = images.sample(run_dir, num=10, seed=1)
+    images.write_samples(drawn, ROOT / "docs" / "img" / "superres", npz=False)
+    write_block(DOC, "superres_quality", block)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", choices=["digits", "superres"])
+    parser.add_argument("--run", type=Path, help="an existing run folder of that recipe (default: train one)")
+    parser.add_argument("--no-write", action="store_true", help="print the block, write nothing to docs/")
+    args = parser.parse_args()
+    {"digits": digits, "superres": superres}[args.recipe](args)
+
+
+if __name__ == "__main__":
+    main()
