@@ -29,7 +29,6 @@ agree with the low-resolution input.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -43,10 +42,10 @@ from ..adapters.image import (decode, downsample, encode, low_res_error, save_gr
                               training_data, upsample)
 from ..backbones import DiT, DiTConfig, UNet2D, UNet2DConfig
 from ..core.guidance import ClassifierFreeGuidance
-from ..core.losses import WEIGHTINGS, denoising_loss, edm
-from ..core.precond import PRECONDITIONERS, Precond, make_precond
+from ..core.losses import WEIGHTINGS, denoising_loss
+from ..core.precond import PRECONDITIONERS, Precond
 from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
-from ..core.schedules import SCHEDULES, DiscreteVP, RectifiedFlow
+from ..core.schedules import SCHEDULES
 from ..data import ShuffledBatches
 from ..data.images import IMAGE_DATASETS, ImageDataset, load_image_dataset
 from ..runtime import cpu_threads
@@ -54,6 +53,7 @@ from ..train import TrainConfig, Trainer, from_pretrained, load_config, remove_c
 from ..train.atomic import atomic_write, atomic_write_json
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
+from .common import final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
 
 TASKS = ("generate", "superres")
 BACKBONES = ("unet", "dit")
@@ -207,36 +207,21 @@ def training_set(config: ImageConfig, data: ImageDataset) -> dict:
     return training_data(data.train, conditional=config.conditional)
 
 
-def _schedule(config: ImageConfig):
-    schedule_cls = SCHEDULES[config.schedule]
-    return schedule_cls(sigma_data=config.sigma_data) if config.schedule == "edm" else schedule_cls()
-
-
 def build_model(config: ImageConfig, shape: tuple[int, int, int], num_classes: int) -> Precond:
     """The untrained denoiser for images of ``shape = (C, H, W)``; its weights depend on ``config.seed`` only."""
-    schedule = _schedule(config)
+    schedule = make_schedule(config.schedule, config.sigma_data)
     channels, height, width = shape
     options = dict(image_size=(height, width), in_channels=channels,
                    num_classes=num_classes if config.conditional else 0,
-                   cond_channels=channels if config.task == "superres" else 0,
-                   embedding="positional" if isinstance(schedule, (DiscreteVP, RectifiedFlow)) else "fourier")
+                   cond_channels=channels if config.task == "superres" else 0, embedding=noise_embedding(schedule))
+    if config.width:
+        options["base_channels" if config.backbone == "unet" else "hidden_size"] = config.width
     if config.backbone == "unet":
-        if config.width:
-            options["base_channels"] = config.width
         backbone_config, backbone_cls = UNet2DConfig.preset(config.preset, **options), UNet2D
     else:
-        if config.width:
-            options["hidden_size"] = config.width
         backbone_config, backbone_cls = DiTConfig.preset(config.preset, **options), DiT
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        backbone = backbone_cls(backbone_config)
-    precond_options = {"sigma_data": config.sigma_data} if config.prediction == "edm" else {}
-    return make_precond(config.prediction, backbone, schedule, **precond_options)
-
-
-def _weighting(config: ImageConfig):
-    return edm(config.sigma_data) if config.weighting == "edm" else WEIGHTINGS[config.weighting]
+    return seeded_model(lambda: backbone_cls(backbone_config), config.seed, config.prediction, schedule,
+                        config.sigma_data)
 
 
 def label_dropout_loss(model: Precond, batch: dict, generator: torch.Generator, *, weighting, dropout: float,
@@ -290,8 +275,8 @@ def train(config: ImageConfig = DigitsConfig(), out: str | os.PathLike | None = 
         raise ValueError(f"batch_size ({config.batch_size}) exceeds the {len(data.train['x'])} training images of "
                          f"{config.dataset!r}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    loss_fn = partial(label_dropout_loss, weighting=_weighting(config), null_class=data.num_classes,
-                      dropout=config.label_dropout if config.conditional else 0.0)
+    loss_fn = partial(label_dropout_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
+                      null_class=data.num_classes, dropout=config.label_dropout if config.conditional else 0.0)
     on_sample = partial(_progress_grid, config=config, data=data)
     with _threads(config):
         trainer = Trainer(model, train_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
@@ -307,16 +292,11 @@ def train(config: ImageConfig = DigitsConfig(), out: str | os.PathLike | None = 
         num = min(config.num_eval, len(data.train["x"]))
         drawn = _draw(result.ema, config, data, num=num, seed=0, progress=progress)
         report = _evaluate(config, data, drawn)
-    report.update(train_seconds=round(result.seconds, 2), steps=result.step, final_loss=_final_loss(run_dir))
+    report.update(train_seconds=round(result.seconds, 2), steps=result.step, final_loss=final_loss(run_dir))
     atomic_write_json(run_dir / "eval.json", report)
     write_samples(_first(drawn, 100), run_dir / "samples", run_dir)
     barrier(trainer.dist)
     return run_dir
-
-
-def _final_loss(run_dir: Path) -> float | None:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])["loss"] if lines else None
 
 
 def _first(drawn: dict, n: int) -> dict:

@@ -15,7 +15,6 @@ held-out sets ``3 seed + 1`` and ``3 seed + 2`` (distinct for distinct seeds).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,10 +23,10 @@ import numpy as np
 import torch
 
 from ..backbones import MLP, MLPConfig
-from ..core.losses import WEIGHTINGS, edm
-from ..core.precond import PRECONDITIONERS, Precond, make_precond
+from ..core.losses import WEIGHTINGS
+from ..core.precond import PRECONDITIONERS, Precond
 from ..core.samplers import SAMPLERS
-from ..core.schedules import SCHEDULES, DiscreteVP, RectifiedFlow
+from ..core.schedules import SCHEDULES
 from ..data import TOY2D, ShuffledBatches, make_toy2d
 from ..metrics import DISTANCES, fit_gaussian, sample_gaussian
 from ..train import (TrainConfig, Trainer, from_pretrained, generate, load_config, remove_checkpoints,
@@ -35,6 +34,7 @@ from ..train import (TrainConfig, Trainer, from_pretrained, generate, load_confi
 from ..train.atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..train.distributed import barrier
 from ..runtime import cpu_threads
+from .common import final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
 
 NAME = "toy2d"
 
@@ -94,21 +94,9 @@ def default_out(config: Toy2DConfig) -> Path:
 
 def build_model(config: Toy2DConfig) -> Precond:
     """The untrained denoiser; its initial weights depend on ``config.seed`` only."""
-    schedule_cls = SCHEDULES[config.schedule]
-    schedule = schedule_cls(sigma_data=config.sigma_data) if config.schedule == "edm" else schedule_cls()
-    # DDPM-style schedules and rectified flow condition on a timestep in [0, 1000); the rest on log(sigma) / 4
-    timestep_like = isinstance(schedule, (DiscreteVP, RectifiedFlow))
-    backbone_config = MLPConfig(dim=2, width=config.width, depth=config.depth,
-                                embedding="positional" if timestep_like else "fourier")
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        backbone = MLP(backbone_config)
-    precond_options = {"sigma_data": config.sigma_data} if config.prediction == "edm" else {}
-    return make_precond(config.prediction, backbone, schedule, **precond_options)
-
-
-def _weighting(config: Toy2DConfig):
-    return edm(config.sigma_data) if config.weighting == "edm" else WEIGHTINGS[config.weighting]
+    schedule = make_schedule(config.schedule, config.sigma_data)
+    backbone_config = MLPConfig(dim=2, width=config.width, depth=config.depth, embedding=noise_embedding(schedule))
+    return seeded_model(lambda: MLP(backbone_config), config.seed, config.prediction, schedule, config.sigma_data)
 
 
 def _split(config: Toy2DConfig, split: str, n: int) -> torch.Tensor:
@@ -140,8 +128,8 @@ def train(config: Toy2DConfig = Toy2DConfig(), out: str | os.PathLike | None = N
     model = build_model(config)
     batches = ShuffledBatches({"x": _split(config, "train", config.num_train)}, config.batch_size, seed=config.seed)
     with cpu_threads(config.threads):
-        trainer = Trainer(model, train_config(config), run_dir=run_dir, weighting=_weighting(config),
-                          progress=progress)
+        trainer = Trainer(model, train_config(config), run_dir=run_dir,
+                          weighting=loss_weighting(config.weighting, config.sigma_data), progress=progress)
         if not config.resume and trainer.dist.is_main:
             remove_checkpoints(run_dir)
         result = trainer.fit(batches, resume=config.resume)
@@ -152,18 +140,12 @@ def train(config: Toy2DConfig = Toy2DConfig(), out: str | os.PathLike | None = N
     samples = _generate(result.ema, config, num=config.num_eval, progress=progress)
     gaussian = _gaussian_baseline(config, config.num_eval, seed=0)
     report = _evaluate(config, samples, gaussian, seed=0)
-    report.update(train_seconds=round(result.seconds, 2), steps=config.steps, final_loss=_final_loss(run_dir))
+    report.update(train_seconds=round(result.seconds, 2), steps=config.steps, final_loss=final_loss(run_dir))
     atomic_write_json(run_dir / "eval.json", report)
     write_samples(samples, run_dir / "samples", run_dir, title=f"model ({config.sampler}, {config.sample_steps} steps)",
                   extra_panels=[("Gaussian baseline", gaussian)])
     barrier(trainer.dist)
     return run_dir
-
-
-def _final_loss(run_dir: Path) -> float | None:
-    """The last logged training loss (also when a resumed run had nothing left to train)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])["loss"] if lines else None
 
 
 def read_config(run_dir: str | os.PathLike) -> Toy2DConfig:
