@@ -192,6 +192,37 @@ def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
         click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--num", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Test images to fill (drawn at random from --seed).")
+@click.option("--region", default="bottom", show_default=True,
+              help="The hole: left, right, top, bottom (halves), center (a square of half the side) or "
+                   "random-box (one box per image).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output stem: OUT.png (rows: input with the hole black, filled, original) and OUT.npz "
+                   "(samples, masked, reference, mask, labels).")
+@click.option("--label", type=click.IntRange(min=0), help="Class-conditional runs: fill towards this class "
+                                                          "(default: no label, the null class).")
+@click.option("--guidance", type=click.FloatRange(min=0), help="With --label: the guidance scale (default: the run's).")
+@click.option("--reconstruction-scale", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Reconstruction guidance on top of replacement (0: replacement only).")
+@_run_options
+def inpaint(run_dir, num, region, out, label, guidance, reconstruction_scale, sampler, steps, seed, progress):
+    """Hide part of test images and fill it with the trained image run in RUN_DIR."""
+    from .recipes import recipe_of_run
+
+    _check_sampler(sampler)
+    recipe = recipe_of_run(run_dir)
+    if recipe.inpaint is None:
+        raise click.UsageError(f"recipe {recipe.name!r} does not inpaint (image recipes do)")
+    filled = recipe.inpaint(run_dir, num=num, region=region, label=label, guidance=guidance,
+                            reconstruction_scale=reconstruction_scale, sampler=sampler, steps=steps, seed=seed,
+                            progress=_progress(progress))
+    stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
+    for path in recipe.write_samples(filled, stem, run_dir):
+        click.echo(f"wrote {path}")
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), help="Samples to draw (default: the run's).")

@@ -85,6 +85,7 @@ BAD = [
     (["sample", "{run}", "--sampler", "nosuch", "--out", "x"], "unknown sampler 'nosuch'"),
     (["sample", "{run}"], "Missing option '--out'"),
     (["eval", "{run}", "--sampler", "nosuch"], "unknown sampler 'nosuch'"),
+    (["inpaint", "{run}", "--out", "x"], "recipe 'toy2d' does not inpaint"),
     (["eval", "{empty}"], "config.json"),
     (["eval", "{run}", "--num", "-3"], "--num"),
     (["nosuchcommand"], "No such command"),

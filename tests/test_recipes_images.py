@@ -81,6 +81,32 @@ def test_eval_prints_json(digits_run):
     assert {"frechet", "frechet_floor", "classifier_accuracy", "frechet_over_floor"} <= set(report)
 
 
+def test_inpaint_keeps_known_pixels_and_fills_the_hole(digits_run, tmp_path):
+    result = run("inpaint", digits_run, "--num", 10, "--region", "center", "--steps", 3, "--out", tmp_path / "f")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "f.npz") as saved:
+        filled, masked, reference, mask, labels = (torch.from_numpy(saved[k]) for k in
+                                                   ("samples", "masked", "reference", "mask", "labels"))
+    assert filled.shape == reference.shape == (10, 1, 8, 8) and mask.shape == (10, 1, 8, 8)
+    assert mask.sum().item() == 10 * 48  # the centred 4x4 hole of each 8x8 digit
+    assert torch.equal(filled * mask, reference * mask)  # the known pixels come back bit for bit
+    assert torch.equal(masked, reference * mask)  # the input shows the hole black
+    assert not torch.equal(filled * (1 - mask), masked * (1 - mask))  # the hole is filled
+    test = load_image_dataset("digits").test
+    picked = [int(np.argmin([(t - r).abs().sum() for t in test["x"]])) for r in reference]
+    assert torch.equal(test["label"][picked], labels)  # real test images with their labels
+    assert Image.open(tmp_path / "f.png").size == (10 * 64 + 11 * 2, 3 * 64 + 4 * 2)  # input, filled, original
+
+    def fill(**options):
+        return images.inpaint_test(digits_run, num=10, region="center", steps=3, **options)["samples"]
+
+    unconditional = fill()
+    assert torch.equal(unconditional, filled)  # the CLI is this call, seeded alike
+    assert not torch.equal(fill(label=3, guidance=2.0), unconditional)
+    guided = images.inpaint_test(digits_run, num=10, region="center", steps=3, reconstruction_scale=1.0)
+    assert torch.equal(guided["samples"] * guided["mask"], guided["reference"] * guided["mask"])
+    assert not torch.equal(guided["samples"], unconditional)
+
 def test_resume_flag_continues_exactly(tmp_path):
     """A run that lost everything after its step-3 checkpoint, resumed with --resume, ends
     bit-identical to the uninterrupted run: label dropout draws from the engine's generator."""
@@ -140,6 +166,8 @@ def test_superres_end_to_end(tmp_path):
     assert torch.allclose(images.downsample(drawn["reference"], 2), drawn["low_res"], atol=1e-6)
     result = run("sample", out, "--num", 3, "--label", 1, "--out", tmp_path / "x")
     assert_one_error_line(result, "not class-conditional")
+    result = run("inpaint", out, "--num", 3, "--out", tmp_path / "x")
+    assert_one_error_line(result, "needs a generative image run")
 
 
 def test_nested_cond_batches_stay_aligned():
@@ -200,6 +228,10 @@ BAD = [
     (["sample", "{run}", "--label", "10", "--out", "x"], "label must be in [0, 10)"),
     (["eval", "{run}", "--num", "5000"], "num must be in [2, 1438]"),
     (["sample", "{corrupt}", "--num", "2", "--out", "x"], "corrupt or truncated"),
+    (["inpaint", "{run}", "--region", "diagonal", "--out", "x"], "unknown mask region 'diagonal'"),
+    (["inpaint", "{run}", "--guidance", "2", "--out", "x"], "give --label too"),
+    (["inpaint", "{run}", "--num", "400", "--out", "x"], "num must be in [1, 359]"),
+    (["inpaint", "{run}", "--sampler", "nosuch", "--out", "x"], "nosuch"),
     (["sample", "{mismatched}", "--num", "2", "--out", "x"], "do not match the model"),
 ]
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write
 from ..core.guidance import Inpaint
 from ..core.samplers import DEFAULT_METHOD, sample
 from ..core.utils import randn_like
@@ -145,10 +146,10 @@ def save_grid(images: Tensor, path: str | os.PathLike, nrow: int = 8, *, value_r
     from PIL import Image
 
     array = grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array, mode="L" if channels == 1 else "RGB")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode="L" if channels == 1 else "RGB").save(path, format="PNG")
-    return path
+    return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))  # a reader never sees half a PNG
 
 
 # ---------------------------------------------------------------- inpainting

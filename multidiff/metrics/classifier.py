@@ -224,7 +224,7 @@ def save_classifier(model: ImageClassifier, directory: str | os.PathLike, info: 
     """Write ``classifier.safetensors`` and ``config.json`` (atomically; the config last)."""
     from safetensors.torch import save as safetensors_bytes
 
-    from ..train.checkpoint import atomic_write_bytes, atomic_write_json
+    from ..atomic import atomic_write_bytes, atomic_write_json
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

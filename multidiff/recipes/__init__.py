@@ -17,6 +17,8 @@ Every recipe offers
 ``evaluate``       ``evaluate(run_dir, *, num=None, sampler=None, steps=None,
                    seed=0, progress=False, guidance=None) -> dict``
                    (JSON-able metrics)
+``inpaint``        image recipes only (else None): ``inpaint(run_dir, *, num,
+                   region, label, guidance, reconstruction_scale, ...)``
 =================  ===========================================================
 """
 
@@ -40,6 +42,7 @@ class Recipe:
     sample: Callable
     write_samples: Callable
     evaluate: Callable
+    inpaint: Callable | None = None  # image recipes: fill holes in test images (``multidiff inpaint``)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -54,7 +57,7 @@ _IMAGE_RECIPES = {
 }
 for _name, _description in _IMAGE_RECIPES.items():
     RECIPES[_name] = Recipe(_name, _description, images.CONFIGS[_name], images.train, images.sample,
-                            images.write_samples, images.evaluate)
+                            images.write_samples, images.evaluate, images.inpaint_test)
 
 
 def get_recipe(name: str) -> Recipe:

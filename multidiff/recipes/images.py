@@ -50,7 +50,7 @@ from ..data import ShuffledBatches
 from ..data.images import IMAGE_DATASETS, ImageDataset, load_image_dataset
 from ..runtime import cpu_threads
 from ..train import TrainConfig, Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
-from ..train.atomic import atomic_write, atomic_write_json
+from ..atomic import atomic_write, atomic_write_json
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
 from .common import final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
@@ -407,6 +407,55 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
                      steps=steps, progress=progress)
 
 
+def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str = "bottom", label: int | None = None,
+                 guidance: float | None = None, reconstruction_scale: float = 0.0, sampler: str | None = None,
+                 steps: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Hide ``region`` (see :func:`~multidiff.adapters.image.inpaint_mask`) of ``num`` test images
+    drawn at random (from ``seed``) and fill it with the trained model: ``{"samples", "masked"
+    (the input, hole black), "reference", "mask", "labels"}``, images in [0, 1]. A class-conditional
+    model fills without a label (the null class) unless ``label`` names one, then with ``guidance``
+    (default: the run's). ``reconstruction_scale`` > 0 adds reconstruction guidance."""
+    from ..adapters.image import MASK_REGIONS, inpaint, inpaint_mask
+
+    config = read_config(run_dir)
+    if config.task != "generate":
+        raise ValueError(f"inpainting needs a generative image run; {config.recipe} is a {config.task} run")
+    if region not in MASK_REGIONS:
+        raise ValueError(f"unknown mask region {region!r}; choose one of: {', '.join(MASK_REGIONS)}")
+    if reconstruction_scale < 0:
+        raise ValueError(f"reconstruction_scale must be >= 0, got {reconstruction_scale}")
+    data = load_data(config)
+    if not 1 <= num <= len(data.test["x"]):
+        raise ValueError(f"inpainting fills test images; num must be in [1, {len(data.test['x'])}], got {num}")
+    if (label is not None or guidance is not None) and not config.conditional:
+        raise ValueError(f"this {config.recipe} run is not class-conditional, so it takes no label or guidance")
+    if label is not None and not 0 <= label < data.num_classes:
+        raise ValueError(f"label must be in [0, {data.num_classes}) for {config.dataset!r}, got {label}")
+    if guidance is not None and label is None:
+        raise ValueError("guidance steers towards a label; give --label too (without one the hole is filled "
+                         "unconditionally)")
+    sampler = config.sampler if sampler is None else sampler
+    steps = config.sample_steps if steps is None else steps
+    model, _ = load_run(run_dir, device=_sampling_device(config))
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(data.test["x"]), generator=generator)[:num]
+    reference = encode(data.test["x"][pick])
+    mask = inpaint_mask(num, *data.shape[1:], region, generator=generator)
+    denoiser, cond = model, None
+    if config.conditional:
+        cond = torch.full((num,), data.num_classes if label is None else label)
+        if label is not None:
+            denoiser = _guided(model, config, data.num_classes, config.guidance if guidance is None else guidance)
+    sigmas = default_sigmas(model.schedule, steps, sampler)
+    with _threads(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
+        with torch.set_grad_enabled(reconstruction_scale > 0):  # reconstruction guidance differentiates the model
+            filled = inpaint(denoiser, reference.to(device), mask.to(device), sigmas, method=sampler,
+                             cond=None if cond is None else cond.to(device), generator=generator,
+                             reconstruction_scale=reconstruction_scale, callback=callback)
+    return {"samples": decode(filled.detach().float().cpu()), "masked": decode(reference * mask - (1 - mask)),
+            "reference": decode(reference), "mask": mask, "labels": data.test["label"][pick]}
+
 def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
              steps: int | None = None, seed: int = 0, progress: bool = False,
              guidance: float | None = None) -> dict:
@@ -468,18 +517,19 @@ def _psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
 
 def write_samples(drawn: dict[str, torch.Tensor], stem: str | os.PathLike, run_dir: str | os.PathLike | None = None,
                   *, npz: bool = True) -> list[Path]:
-    """``stem.png``: a grid (10 per row; superres: low-res input, sample and original in
-    turn, row by row) and ``stem.npz`` with every array of ``drawn`` (``samples`` float32
+    """``stem.png``: a grid (10 per row; super-resolution and inpainting: the input, the
+    sample and the original in turn, row by row) and ``stem.npz`` with every array of ``drawn`` (``samples`` float32
     in [0, 1], (N, C, H, W); ``labels`` int64)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     samples = drawn["samples"]
-    if "low_res" in drawn:
+    inputs = (upsample(drawn["low_res"], SUPERRES_FACTOR) if "low_res" in drawn
+              else drawn.get("masked"))  # super-resolution or inpainting: input, output, original in turn
+    if inputs is not None:
         rows = []
-        low_res_up = upsample(drawn["low_res"], SUPERRES_FACTOR)
         for start in range(0, len(samples), 10):
             part = slice(start, start + 10)
-            rows.append(torch.cat([low_res_up[part], samples[part], drawn["reference"][part]]))
+            rows.append(torch.cat([inputs[part], samples[part], drawn["reference"][part]]))
         images, nrow = torch.cat(rows), min(10, len(samples))
     else:
         images, nrow = samples, 10
@@ -496,5 +546,5 @@ def write_samples(drawn: dict[str, torch.Tensor], stem: str | os.PathLike, run_d
 
 
 __all__ = ["CONFIGS", "DigitsConfig", "FashionDiTConfig", "FashionUNetConfig", "ImageConfig", "SuperResConfig",
-           "build_model", "evaluate", "label_dropout_loss", "load_run", "read_config", "sample", "train",
-           "write_samples"]
+           "build_model", "evaluate", "inpaint_test", "label_dropout_loss", "load_run", "read_config", "sample",
+           "train", "write_samples"]

@@ -31,7 +31,7 @@ from ..data import TOY2D, ShuffledBatches, make_toy2d
 from ..metrics import DISTANCES, fit_gaussian, sample_gaussian
 from ..train import (TrainConfig, Trainer, from_pretrained, generate, load_config, remove_checkpoints,
                      save_pretrained)
-from ..train.atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..train.distributed import barrier
 from ..runtime import cpu_threads
 from .common import final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model

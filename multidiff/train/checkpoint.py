@@ -34,7 +34,7 @@ from torch import nn
 from ..backbones import backbone_from_config, backbone_to_config
 from ..core.precond import Precond, make_precond
 from ..core.schedules import schedule_from_config
-from .atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
+from ..atomic import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"

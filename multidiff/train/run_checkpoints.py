@@ -26,7 +26,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import fsync_dir, fsync_file
+from ..atomic import fsync_dir, fsync_file
 from .checkpoint import CheckpointError
 from .tree import flatten, unflatten
 

@@ -8,7 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
-from .atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 
 def _tensorboard_writer(directory: Path):
