@@ -9,6 +9,7 @@ import math
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import replace
@@ -273,3 +274,34 @@ def test_gradient_accumulation_equals_one_big_batch(one_thread):
             assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7), name
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), name
         assert sum(p.grad.abs().sum() for p in big.parameters()) > 0
+
+
+def tensorboard_losses(run_dir) -> list[tuple[int, float]]:
+    """(step, loss) as TensorBoard shows them, after its purging of resumed runs."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(Path(run_dir) / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+
+def test_tensorboard_matches_the_json_log_across_a_resume(tmp_path, one_thread):
+    """A crash after step 40 was logged but before its checkpoint: the run resumes from step 20
+    and logs steps 25-40 again; TensorBoard, like metrics.jsonl, shows each step once, with the
+    new value. A fresh run in the same folder starts a fresh TensorBoard log."""
+    pytest.importorskip("torch.utils.tensorboard")
+    config = replace(SMALL, steps=40, checkpoint_every=20)
+    run(tmp_path, config)
+    first = tensorboard_losses(tmp_path)
+    assert [step for step, _ in first] == [5, 10, 15, 20, 25, 30, 35, 40]
+    newest_step, newest = list_checkpoints(tmp_path)[-1]
+    assert newest_step == 40
+    shutil.rmtree(newest)  # as if killed after logging step 40, before checkpointing it
+    run(tmp_path, config, resume=True, batch_size=16)  # a different batch: the re-logged losses differ
+    resumed = tensorboard_losses(tmp_path)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in resumed] == [record["step"] for record in logged] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert resumed[:4] == first[:4] and resumed[4:] != first[4:]
+    assert [value for _, value in resumed] == pytest.approx([record["loss"] for record in logged], rel=1e-6)
+    shutil.rmtree(checkpoints_dir(tmp_path))  # start over in the same folder
+    run(tmp_path, replace(config, steps=10))
+    assert [step for step, _ in tensorboard_losses(tmp_path)] == [5, 10]

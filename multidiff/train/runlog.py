@@ -11,12 +11,18 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes
 
 
-def _tensorboard_writer(directory: Path):
+def _tensorboard_writer(directory: Path, resume_step: int | None):
+    """A SummaryWriter, or None without tensorboard. A fresh run deletes the folder's old event
+    files; a resumed one tells TensorBoard to hide what was logged after ``resume_step`` (it is
+    logged again), as the JSON lines do."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(str(directory))
+    if resume_step is None and directory.is_dir():
+        for old in directory.glob("events.out.tfevents.*"):
+            old.unlink()
+    return SummaryWriter(str(directory), purge_step=None if resume_step is None else resume_step + 1)
 
 
 class MetricsLog:
@@ -34,7 +40,8 @@ class MetricsLog:
             kept = self._records_up_to(resume_step) if resume_step is not None else []
             atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
             self._file = open(self.path, "a")
-        self._tensorboard = _tensorboard_writer(Path(tensorboard_dir)) if tensorboard_dir is not None else None
+        self._tensorboard = (_tensorboard_writer(Path(tensorboard_dir), resume_step) if tensorboard_dir is not None
+                             else None)
 
     def _records_up_to(self, step: int) -> list[dict]:
         if not self.path.is_file():
