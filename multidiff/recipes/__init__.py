@@ -50,7 +50,7 @@ RECIPES: dict[str, Recipe] = {
                     toy2d.Toy2DConfig, toy2d.train, toy2d.sample, toy2d.write_samples, toy2d.evaluate),
 }
 _IMAGE_RECIPES = {
-    "digits": "class-conditional U-Net on sklearn's 8x8 digits with classifier-free guidance, CPU, ~3 min",
+    "digits": "class-conditional U-Net on sklearn's 8x8 digits with classifier-free guidance, CPU, ~4 min",
     "fashion_unet": "class-conditional U-Net (~36M) on Fashion-MNIST 28x28, sized for one GPU",
     "fashion_dit": "class-conditional DiT-S/2 (~32M) on Fashion-MNIST 28x28, sized for one GPU",
     "superres": "2x super-resolution of MNIST-5k digits (14x14 -> 28x28), U-Net conditioned on the low-res image",

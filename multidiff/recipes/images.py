@@ -3,7 +3,7 @@ and 2x super-resolution, on the training engine.
 
 =================  ==========================================================
 ``digits``         the CPU default: sklearn's 8x8 digits, U-Net "tiny",
-                   class-conditional; trains in ~3 minutes on 2 cores
+                   class-conditional; trains in ~4 minutes on 2 cores
 ``fashion_unet``   Fashion-MNIST 28x28, U-Net "base" (~36M), one GPU
 ``fashion_dit``    Fashion-MNIST 28x28, DiT-S/2 (~32M), one GPU
 ``superres``       2x super-resolution of MNIST-5k (14x14 -> 28x28),
