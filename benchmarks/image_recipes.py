@@ -22,6 +22,11 @@ to bilinear upsampling) and a sampler-steps sweep; rewrites the
 ``superres_quality`` block and docs/img/superres.png (rows: low-resolution
 input, sample, original).
 
+``fashion-cpu``: ``fashion_unet`` shrunk to what 2 CPU cores train in about a
+quarter of an hour (U-Net "tiny", 3000 steps) and a guidance sweep on its
+samples; rewrites the ``fashion_cpu`` block and docs/img/fashion_cpu_samples.png
+(100 samples at the default guidance, one class per column).
+
 Every digits evaluation draws 1000 samples (100 per class) and measures them with
 the bundled digits classifier: its accuracy on the intended labels, the
 Frechet distance of its features to the 359 test images, and the floor (1000
@@ -40,6 +45,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,6 +60,16 @@ from multidiff.recipes import images  # noqa: E402
 GUIDANCE = (1.0, 1.25, 1.5, 2.0, 3.0)
 STEPS = (6, 8, 12, 24, 48)
 DOC = ROOT / "docs" / "image_recipes.md"
+
+
+def publish(args, name: str, lines: list[str], pictures: Callable[[], None]) -> None:
+    """Print the block made of ``lines``; unless ``--no-write``, draw the block's pictures and put
+    it between the ``name`` markers of docs/image_recipes.md."""
+    block = "\n".join(lines) + "\n"
+    print(block)
+    if not args.no_write:
+        pictures()
+        write_block(DOC, name, block)
 
 
 def nearest_distance(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -115,14 +131,13 @@ def digits(args) -> None:
               f"| 1000 samples | {sample_nn.median():.2f} | {sample_nn.quantile(0.05):.2f} | "
               f"{(sample_nn < test_nn.quantile(0.05)).double().mean():.3f} |",
               f"| 359 real test images | {test_nn.median():.2f} | {test_nn.quantile(0.05):.2f} | 0.050 |", ""]
-    block = "\n".join(lines) + "\n"
-    print(block)
-    if args.no_write:
-        return
-    save_grid(drawn["samples"][:100], ROOT / "docs" / "img" / "digits_samples.png", nrow=10, value_range=(0, 1))
-    save_grid(torch.cat(strips), ROOT / "docs" / "img" / "digits_guidance.png", nrow=20, value_range=(0, 1),
-              min_cell=32)
-    write_block(DOC, "digits_quality", block)
+
+    def pictures() -> None:
+        save_grid(drawn["samples"][:100], ROOT / "docs" / "img" / "digits_samples.png", nrow=10, value_range=(0, 1))
+        save_grid(torch.cat(strips), ROOT / "docs" / "img" / "digits_guidance.png", nrow=20, value_range=(0, 1),
+                  min_cell=32)
+
+    publish(args, "digits_quality", lines, pictures)
 
 
 def fashion_cpu(args) -> None:
@@ -153,14 +168,14 @@ def fashion_cpu(args) -> None:
     for scale in (1.0, 1.5, 2.0, 3.0):
         lines.append(row(f"{scale}", trained if scale == config.guidance else images.evaluate(run_dir, guidance=scale)))
     lines.append("")
-    block = "\n".join(lines) + "\n"
-    print(block)
-    if args.no_write:
-        return
-    drawn = images.sample(run_dir, num=100, seed=1)
-    save_grid(drawn["samples"], ROOT / "docs" / "img" / "fashion_cpu_samples.png", nrow=10, value_range=(0, 1),
-              min_cell=56)
-    write_block(DOC, "fashion_cpu", block)
+
+    def pictures() -> None:
+        drawn = images.sample(run_dir, num=100, seed=1)
+        save_grid(drawn["samples"], ROOT / "docs" / "img" / "fashion_cpu_samples.png", nrow=10, value_range=(0, 1),
+                  min_cell=56)
+
+    publish(args, "fashion_cpu", lines, pictures)
+
 
 def superres(args) -> None:
     run_dir, config, trained, lines = trained_run("superres", args.run)
@@ -185,13 +200,12 @@ def superres(args) -> None:
               "not independent draws: each one reconstructs a test image, and the Frechet reference is the test "
               "set itself, while the floor compares independent training images with it. Bilinear upsampling keeps "
               "the digit's identity (accuracy) but its blur puts its features far from any real image.", ""]
-    block = "\n".join(lines) + "\n"
-    print(block)
-    if args.no_write:
-        return
-    drawn = images.sample(run_dir, num=10, seed=1)
-    images.write_samples(drawn, ROOT / "docs" / "img" / "superres", npz=False)
-    write_block(DOC, "superres_quality", block)
+
+    def pictures() -> None:
+        drawn = images.sample(run_dir, num=10, seed=1)
+        images.write_samples(drawn, ROOT / "docs" / "img" / "superres", npz=False)
+
+    publish(args, "superres_quality", lines, pictures)
 
 
 def inpainting(args) -> None:
@@ -237,14 +251,13 @@ def inpainting(args) -> None:
               "5, a 6 and a 9 agree above their middle row), so the accuracy measures how much of the identity "
               "the visible pixels carry; what the model adds is realism (the Frechet column). Given the label, "
               "it completes the digit the label names while keeping the known pixels.", ""]
-    block = "\n".join(lines) + "\n"
-    print(block)
-    if args.no_write:
-        return
-    mask, filled = picture["mask"][:10], list(picture["filled"].values())[1:3]
-    rows = [known[:10] * mask + (1 - mask) * -1, *(f[:10] for f in filled), known[:10]]
-    save_grid(torch.cat(rows), ROOT / "docs" / "img" / "digits_inpaint.png", nrow=10)
-    write_block(DOC, "digits_inpainting", block)
+
+    def pictures() -> None:
+        mask, filled = picture["mask"][:10], list(picture["filled"].values())[1:3]
+        rows = [known[:10] * mask + (1 - mask) * -1, *(f[:10] for f in filled), known[:10]]
+        save_grid(torch.cat(rows), ROOT / "docs" / "img" / "digits_inpaint.png", nrow=10)
+
+    publish(args, "digits_inpainting", lines, pictures)
 
 
 def main() -> None:
