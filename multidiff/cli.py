@@ -187,9 +187,7 @@ def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
     extra = {key: value for key, value in (("label", label), ("guidance", guidance)) if value is not None}
     samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
                             **extra)
-    stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
-    for path in recipe.write_samples(samples, stem, run_dir):
-        click.echo(f"wrote {path}")
+    _write_samples(recipe, samples, out, run_dir)
 
 
 @main.command()
@@ -219,9 +217,15 @@ def inpaint(run_dir, num, region, out, label, guidance, reconstruction_scale, sa
     filled = recipe.inpaint(run_dir, num=num, region=region, label=label, guidance=guidance,
                             reconstruction_scale=reconstruction_scale, sampler=sampler, steps=steps, seed=seed,
                             progress=_progress(progress))
+    _write_samples(recipe, filled, out, run_dir)
+
+
+def _write_samples(recipe, drawn, out: Path, run_dir: Path) -> None:
+    """The recipe's picture and arrays of ``drawn`` at stem ``out`` (a .png or .npz suffix is dropped)."""
     stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
-    for path in recipe.write_samples(filled, stem, run_dir):
+    for path in recipe.write_samples(drawn, stem, run_dir):
         click.echo(f"wrote {path}")
+
 
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))

@@ -107,6 +107,7 @@ def test_inpaint_keeps_known_pixels_and_fills_the_hole(digits_run, tmp_path):
     assert torch.equal(guided["samples"] * guided["mask"], guided["reference"] * guided["mask"])
     assert not torch.equal(guided["samples"], unconditional)
 
+
 def test_resume_flag_continues_exactly(tmp_path):
     """A run that lost everything after its step-3 checkpoint, resumed with --resume, ends
     bit-identical to the uninterrupted run: label dropout draws from the engine's generator."""

@@ -379,6 +379,11 @@ def _sampling_device(config: ImageConfig):
     return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
 
 
+def _check_label(config: ImageConfig, num_classes: int, label: int) -> None:
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label must be in [0, {num_classes}) for {config.dataset!r}, got {label}")
+
+
 def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
            seed: int = 0, progress: bool = False, label: int | None = None,
            guidance: float | None = None) -> dict[str, torch.Tensor]:
@@ -392,8 +397,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     if label is not None:
         if not config.conditional:
             raise ValueError(f"this {config.recipe} run is not class-conditional, so it takes no label")
-        if not 0 <= label < num_classes:
-            raise ValueError(f"label must be in [0, {num_classes}) for {config.dataset!r}, got {label}")
+        _check_label(config, num_classes, label)
     if guidance is not None:
         if guidance < 0:
             raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
@@ -429,8 +433,8 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str = "bottom"
         raise ValueError(f"inpainting fills test images; num must be in [1, {len(data.test['x'])}], got {num}")
     if (label is not None or guidance is not None) and not config.conditional:
         raise ValueError(f"this {config.recipe} run is not class-conditional, so it takes no label or guidance")
-    if label is not None and not 0 <= label < data.num_classes:
-        raise ValueError(f"label must be in [0, {data.num_classes}) for {config.dataset!r}, got {label}")
+    if label is not None:
+        _check_label(config, data.num_classes, label)
     if guidance is not None and label is None:
         raise ValueError("guidance steers towards a label; give --label too (without one the hole is filled "
                          "unconditionally)")
@@ -455,6 +459,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str = "bottom"
                              reconstruction_scale=reconstruction_scale, callback=callback)
     return {"samples": decode(filled.detach().float().cpu()), "masked": decode(reference * mask - (1 - mask)),
             "reference": decode(reference), "mask": mask, "labels": data.test["label"][pick]}
+
 
 def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
              steps: int | None = None, seed: int = 0, progress: bool = False,
