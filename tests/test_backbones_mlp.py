@@ -58,7 +58,7 @@ def test_sinusoidal_embedding_values():
     emb = sinusoidal_embedding(torch.tensor([0.0, 2.0]), 8)
     assert emb.shape == (2, 8)
     assert torch.equal(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))  # cos 0, sin 0
-    assert emb[1, 0] == pytest.approx(torch.cos(torch.tensor(2.0)).item())  # the first frequency is 1
+    assert emb[1, 0].item() == pytest.approx(torch.cos(torch.tensor(2.0)).item())  # the first frequency is 1
     with pytest.raises(ValueError, match="even"):
         sinusoidal_embedding(torch.zeros(2), 7)
 

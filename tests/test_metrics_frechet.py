@@ -38,7 +38,7 @@ def test_diagonal_closed_form():
     mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, -1.0, 2.0])
     a, b = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([9.0, 1.0, 0.25])
     expected = float((mu1 - mu2).pow(2).sum() + (a.sqrt() - b.sqrt()).pow(2).sum())
-    assert frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(expected, rel=1e-12)
+    assert float(frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b))) == pytest.approx(expected, rel=1e-12)
 
 
 def test_general_covariances_match_scipy_sqrtm():
@@ -48,7 +48,7 @@ def test_general_covariances_match_scipy_sqrtm():
     c1, c2 = random_covariance(6, g), random_covariance(6, g)
     cross = linalg.sqrtm((c1 @ c2).numpy()).real.trace()  # the usual FID formula, tr sqrt(C1 C2)
     expected = float((mu1 - mu2).pow(2).sum() + c1.trace() + c2.trace() - 2 * cross)
-    assert frechet_distance_gaussians(mu1, c1, mu2, c2) == pytest.approx(expected, rel=1e-10)
+    assert float(frechet_distance_gaussians(mu1, c1, mu2, c2)) == pytest.approx(expected, rel=1e-10)
 
 
 def test_samples_of_shifted_gaussians_match_closed_form():
@@ -71,7 +71,7 @@ def test_symmetric_and_rank_deficient():
     assert frechet_distance(x, y) == frechet_distance(y, x)
     assert math.isfinite(frechet_distance(x, y)) and frechet_distance(x, y) > 0
     dead = torch.cat([x, torch.zeros(10, 4)], 1), torch.cat([y, torch.zeros(12, 4)], 1)  # features that never fire
-    assert frechet_distance(*dead) == pytest.approx(frechet_distance(x, y), rel=1e-9)
+    assert float(frechet_distance(*dead)) == pytest.approx(float(frechet_distance(x, y)), rel=1e-9)
 
 
 def test_frechet_errors():
