@@ -177,3 +177,24 @@ def test_errors_name_the_problem(mixture3d):
         sample(mixture3d, x, torch.tensor([1.0, 2.0, 0.0]), "euler")
     with pytest.raises(TypeError, match="floating-point"):
         sample(mixture3d, torch.ones(4, 3, dtype=torch.long), EDM().sigmas(4), "euler")
+
+
+def test_default_sampler_converges_on_its_default_grid(mixture3d):
+    """The default sampler on ``default_sigmas`` approaches the exact ODE solution as
+    steps grow, with no error floor (a fixed first jump would leave one), at about
+    its order once the steps are fine."""
+    from multidiff.core.samplers import DEFAULT_METHOD, default_sigmas
+    from multidiff.core.schedules import logsnr_sigmas as grid
+
+    schedule = EDM(sigma_data=math.sqrt(torch.diagonal(mixture3d.covariance()).mean().item()))
+    x_start = torch.randn(64, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * schedule.sigma_max
+    reference = sample(mixture3d, x_start, grid(4000, 1e-6, schedule.sigma_max), "ipndm")
+    # converged far below the smallest error measured below (a few 1e-6)
+    assert (reference - sample(mixture3d, x_start, grid(2000, 1e-6, schedule.sigma_max), "ipndm")).abs().max() < 1e-7
+    steps = [8, 16, 32, 64, 128, 256]
+    errs = [(sample(mixture3d, x_start, default_sigmas(schedule, n, DEFAULT_METHOD)) - reference).abs().max().item()
+            for n in steps]
+    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert errs[-1] < 1e-3 * errs[0], errs
+    order = SAMPLERS[DEFAULT_METHOD].order
+    assert math.log2(errs[-2] / errs[-1]) > order - 1, errs

@@ -140,14 +140,53 @@ def test_bad_inputs_are_named():
 
 
 def test_logsnr_jump_spacing():
-    """One jump from sigma_max into the band [sigma_lo, sigma_hi], log-SNR-uniform inside it."""
+    """Log-SNR-uniform inside the band [sigma_lo, sigma_hi], fewer and longer steps above it."""
     sig = S.logsnr_jump_sigmas(10, 0.01, 157.0)
     assert sig[0] == 157.0 and sig[-1] == 0.0 and sig.shape == (11,)
-    inner = sig[1:-1].log()
-    assert torch.allclose(inner[1:] - inner[:-1], (inner[1] - inner[0]).expand(8))
-    assert sig[1].item() == pytest.approx(5.0) and sig[-2].item() == pytest.approx(0.05)
+    assert sig[-2].item() == pytest.approx(0.05)
+    log_steps = (sig[:-2].log() - sig[1:-1].log())  # (9,), log sigma covered by each step
+    in_band = sig[1:-1] < S.JUMP_SIGMA_HI
+    band = log_steps[in_band & (sig[:-2] <= S.JUMP_SIGMA_HI)]
+    assert torch.allclose(band, band[0].expand_as(band))
+    assert log_steps[0] > 2 * band[0]  # the first step is a jump
     assert S.logsnr_jump_sigmas(100, 0.01, 157.0)[-2].item() == pytest.approx(0.025)  # longer runs go lower
     assert S.logsnr_jump_sigmas(1000, 0.01, 157.0)[-2].item() == pytest.approx(0.01)  # never below sigma_min
     # a small sigma_max falls back to plain log-SNR spacing, still ending at 0
     assert torch.allclose(S.logsnr_jump_sigmas(4, 0.01, 2.0), S.logsnr_sigmas(4, 0.05, 2.0))
     assert torch.equal(S.logsnr_jump_sigmas(1, 0.01, 80.0), torch.tensor([80.0, 0.0], dtype=torch.float64))
+
+
+def test_logsnr_jump_steps_all_shrink():
+    """Every step, the first included, shrinks as steps grow, eventually like 1 / steps
+    (no fixed jump that would cap convergence). The first step, where the warp is
+    steepest, shrinks more slowly at first."""
+    def longest(steps):  # the largest step in log sigma
+        sig = S.logsnr_jump_sigmas(steps, 0.01, 157.0)
+        return (sig[:-2].log() - sig[1:-1].log()).max().item()
+    for n in (8, 32, 128):
+        assert longest(2 * n) < 0.8 * longest(n)
+    for n in (1024, 2048):
+        assert longest(2 * n) / longest(n) == pytest.approx(0.5, rel=0.1)
+
+
+def test_logsnr_jump_follows_the_data_scale():
+    """Scaling the data (sigma_data) and the sigma range by c scales the grid by c."""
+    for c in (0.25, 3.0):
+        for steps in (5, 20):
+            base = S.logsnr_jump_sigmas(steps, 0.002, 80.0, 0.5)
+            assert torch.allclose(S.logsnr_jump_sigmas(steps, 0.002 * c, 80.0 * c, 0.5 * c), base * c, rtol=1e-12)
+    # the schedule's sigma_data places the band; an explicit one overrides it
+    edm = S.EDM(sigma_data=1.5)
+    assert torch.equal(edm.sigmas(8, "logsnr_jump"), S.logsnr_jump_sigmas(8, 0.002, 80.0, 1.5))
+    assert torch.equal(edm.sigmas(8, "logsnr_jump", sigma_data=0.25), S.logsnr_jump_sigmas(8, 0.002, 80.0, 0.25))
+    assert not torch.equal(S.EDM(sigma_data=0.25).sigmas(8, "logsnr_jump"), edm.sigmas(8, "logsnr_jump"))
+
+
+@pytest.mark.parametrize("schedule", [S.VPLinear(sigma_data=0.3), S.VPCosine(sigma_data=2.0), S.LogLinear(sigma_data=0.7),
+                                      S.RectifiedFlow(sigma_data=0.4), S.EDM(sigma_data=0.2)],
+                         ids=lambda s: type(s).__name__)
+def test_sigma_data_survives_the_config_round_trip(schedule):
+    import json
+    rebuilt = S.schedule_from_config(json.loads(json.dumps(schedule.config())))
+    assert rebuilt.sigma_data == schedule.sigma_data
+    assert torch.equal(rebuilt.sigmas(10, "logsnr_jump"), schedule.sigmas(10, "logsnr_jump"))

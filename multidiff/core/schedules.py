@@ -73,24 +73,60 @@ def logsnr_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.Tenso
     return _append_zero(sig)
 
 
-def logsnr_jump_sigmas(steps: int, sigma_min: float, sigma_max: float, sigma_data: float = 1.0) -> torch.Tensor:
-    """One jump from sigma_max into the band where the denoiser changes, then
-    log-SNR-uniform steps down to sigma_lo, then 0.
+# The band of logsnr_jump, in units of sigma_data, and how fast its step density falls above it.
+JUMP_SIGMA_HI = 5.0
+JUMP_SIGMA_LO = 2.5  # sigma_lo = sigma_data * min(0.05, JUMP_SIGMA_LO / steps)
+JUMP_DECAY = 0.5
 
-    Far above the data scale D(x, sigma) is nearly constant, and first-order
-    exponential steps (Euler in sigma, DDIM, DPM-Solver) are exact for a
-    constant D, so one step covers that range; below sigma_lo the ODE samplers
-    finish with an Adams step in sigma. The band, in units of ``sigma_data``,
-    is sigma_hi = 5 and sigma_lo = min(0.05, 2.5 / steps) (never below
-    sigma_min): chosen on Gaussian-mixture ODEs and checked on others
-    (docs/benchmarks.md)."""
+
+def logsnr_jump_sigmas(steps: int, sigma_min: float, sigma_max: float, sigma_data: float = 1.0,
+                       decay: float = JUMP_DECAY) -> torch.Tensor:
+    """Log-SNR steps through the band where the denoiser changes, few and long
+    ones above it: ``steps`` sigmas from sigma_max to sigma_lo, then 0.
+
+    Far above the data scale D(x, sigma) is nearly constant (for data of scale
+    sigma_data it moves like (sigma_data / sigma)^2), and first-order exponential
+    steps (Euler in sigma, DDIM, DPM-Solver) are exact for a constant D, so few
+    steps cover that range. The grid is uniform in a warped log sigma whose step
+    density is 1 inside the band [sigma_lo, sigma_hi] and falls like
+    ``(sigma_hi / sigma)^decay`` above sigma_hi (:func:`_jump_warp`): with few
+    steps the first one jumps into the band, and as ``steps`` grows every step,
+    the first included, shrinks like 1 / steps, so a sampler of order p on this
+    grid converges at order p (the earlier fixed jump to sigma_hi did not, and
+    left an error floor on trained networks; docs/benchmarks.md). Below
+    sigma_lo the ODE samplers finish with an Adams step in sigma. In units of
+    ``sigma_data``: sigma_hi = JUMP_SIGMA_HI, sigma_lo = min(0.05, 2.5 / steps),
+    never below sigma_min; chosen on Gaussian-mixture ODE families and trained
+    networks (docs/benchmarks.md)."""
     if steps == 1:
         return torch.tensor([sigma_max, 0.0], dtype=torch.float64)
-    hi = min(sigma_max, 5.0 * sigma_data)
-    lo = min(max(sigma_min, sigma_data * min(0.05, 2.5 / steps)), hi / 2)
+    hi = min(sigma_max, JUMP_SIGMA_HI * sigma_data)
+    lo = min(max(sigma_min, sigma_data * min(0.05, JUMP_SIGMA_LO / steps)), hi / 2)
     if hi >= sigma_max:
         return logsnr_sigmas(steps, lo, sigma_max)
-    return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), logsnr_sigmas(steps - 1, lo, hi)])
+    to_u, from_u = _jump_warp(math.log(hi), decay)
+    u = torch.linspace(to_u(math.log(sigma_max)), to_u(math.log(lo)), steps, dtype=torch.float64)
+    sig = torch.exp(from_u(u))
+    sig[0], sig[-1] = sigma_max, lo  # exact ends, free of round-off in the warp
+    return _append_zero(sig)
+
+
+def _jump_warp(log_hi: float, decay: float):
+    """The warp u(log sigma) of :func:`logsnr_jump_sigmas` and its inverse:
+    du / dlog(sigma) = 1 below sigma_hi and exp(-decay (log sigma - log sigma_hi)) above,
+    so the whole range above sigma_hi, however large, is at most 1 / decay long in u."""
+    def to_u(log_sigma):
+        if isinstance(log_sigma, torch.Tensor):
+            above = (log_sigma - log_hi).clamp(min=0)
+            return torch.minimum(log_sigma, torch.full_like(log_sigma, log_hi)) - torch.expm1(-decay * above) / decay
+        above = max(0.0, log_sigma - log_hi)
+        return min(log_sigma, log_hi) - math.expm1(-decay * above) / decay
+
+    def from_u(u: torch.Tensor) -> torch.Tensor:
+        above = (u - log_hi).clamp(min=0)
+        return torch.minimum(u, torch.full_like(u, log_hi)) - torch.log1p(-decay * above) / decay
+
+    return to_u, from_u
 
 
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -143,8 +179,10 @@ class Schedule:
     def sample_sigmas(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         raise NotImplementedError
 
-    def sigmas(self, steps: int, spacing: str | None = None, rho: float = 7.0) -> torch.Tensor:
-        """Sampling sigmas: ``steps + 1`` float64 values, decreasing, last exactly 0."""
+    def sigmas(self, steps: int, spacing: str | None = None, rho: float = 7.0, *,
+               sigma_data: float | None = None) -> torch.Tensor:
+        """Sampling sigmas: ``steps + 1`` float64 values, decreasing, last exactly 0.
+        ``sigma_data`` (default: the schedule's) is the data scale ``logsnr_jump`` places its band by."""
         _check_steps(steps)
         spacing = spacing or self.default_spacing
         if spacing == "karras":
@@ -152,7 +190,8 @@ class Schedule:
         elif spacing == "logsnr":
             out = logsnr_sigmas(steps, self.sigma_min, self.sigma_max)
         elif spacing == "logsnr_jump":
-            out = logsnr_jump_sigmas(steps, self.sigma_min, self.sigma_max, self.sigma_data)
+            out = logsnr_jump_sigmas(steps, self.sigma_min, self.sigma_max,
+                                     self.sigma_data if sigma_data is None else sigma_data)
         elif spacing == "uniform":
             t_hi = float(self.t(torch.tensor(self.sigma_max, dtype=torch.float64)))
             t_lo = float(self.t(torch.tensor(self.sigma_min, dtype=torch.float64)))
@@ -183,7 +222,8 @@ class DiscreteVP(Schedule):
     default_spacing = "trailing"
     spacings = ("uniform", "linspace", "leading", "trailing", "karras", "logsnr", "logsnr_jump")
 
-    def __init__(self, alpha_bar: torch.Tensor):
+    def __init__(self, alpha_bar: torch.Tensor, sigma_data: float = 1.0):
+        self.sigma_data = float(sigma_data)
         alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
         if alpha_bar.ndim != 1 or alpha_bar.numel() < 2:
             raise ValueError("alpha_bar must be 1-D with at least 2 entries")
@@ -238,7 +278,7 @@ class DiscreteVP(Schedule):
         idx = torch.randint(0, self.num_train_steps, (n,), generator=generator, device=getattr(generator, "device", None))
         return self.train_sigmas[idx.cpu()].to(device)
 
-    def sigmas(self, steps, spacing=None, rho=7.0):
+    def sigmas(self, steps, spacing=None, rho=7.0, *, sigma_data=None):
         _check_steps(steps)
         spacing = spacing or self.default_spacing
         n = self.num_train_steps
@@ -255,10 +295,14 @@ class DiscreteVP(Schedule):
             out = _append_zero(self.sigma_at(ts))
             check_sigmas(out)
             return out
-        return super().sigmas(steps, spacing, rho)
+        return super().sigmas(steps, spacing, rho, sigma_data=sigma_data)
 
     def config(self):
-        return {"name": type(self).__name__, "alpha_bar": self._alpha_bar.tolist()}
+        return {"name": type(self).__name__, "alpha_bar": self._alpha_bar.tolist(), **self._sigma_data_config()}
+
+    def _sigma_data_config(self) -> dict:
+        """``sigma_data`` for the saved config when it is not the default (older configs lack it)."""
+        return {} if self.sigma_data == 1.0 else {"sigma_data": self.sigma_data}
 
 
 def betas_for_alpha_bar(alpha_bar_fn, num_train_steps: int, max_beta: float = 0.999) -> torch.Tensor:
@@ -275,39 +319,41 @@ def _alpha_bar_from_betas(betas: torch.Tensor) -> torch.Tensor:
 class VPLinear(DiscreteVP):
     """DDPM's linear betas (Ho et al. 2020, Sec. 4)."""
 
-    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_train_steps: int = 1000):
+    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_train_steps: int = 1000,
+                 sigma_data: float = 1.0):
         betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
-        super().__init__(_alpha_bar_from_betas(betas))
+        super().__init__(_alpha_bar_from_betas(betas), sigma_data)
         self.beta_start, self.beta_end = beta_start, beta_end
 
     def config(self):
         return {"name": "VPLinear", "beta_start": self.beta_start, "beta_end": self.beta_end,
-                "num_train_steps": self.num_train_steps}
+                "num_train_steps": self.num_train_steps, **self._sigma_data_config()}
 
 
 class VPCosine(DiscreteVP):
     """Cosine schedule (Nichol & Dhariwal 2021, Eq. 17) with ``s = 0.008``."""
 
-    def __init__(self, num_train_steps: int = 1000, s: float = 0.008):
+    def __init__(self, num_train_steps: int = 1000, s: float = 0.008, sigma_data: float = 1.0):
         def f(t):
             return torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-        super().__init__(_alpha_bar_from_betas(betas_for_alpha_bar(f, num_train_steps)))
+        super().__init__(_alpha_bar_from_betas(betas_for_alpha_bar(f, num_train_steps)), sigma_data)
         self.s = s
 
     def config(self):
-        return {"name": "VPCosine", "num_train_steps": self.num_train_steps, "s": self.s}
+        return {"name": "VPCosine", "num_train_steps": self.num_train_steps, "s": self.s, **self._sigma_data_config()}
 
 
 class VPSqrt(DiscreteVP):
     """Diffusion-LM's sqrt schedule ``alpha_bar(t) = 1 - sqrt(t + s)`` (Li et al. 2022, Sec. 4.3),
     which adds noise quickly at first, suited to word embeddings."""
 
-    def __init__(self, num_train_steps: int = 2000, s: float = 1e-4):
-        super().__init__(_alpha_bar_from_betas(betas_for_alpha_bar(lambda t: 1 - (t + s).sqrt(), num_train_steps)))
+    def __init__(self, num_train_steps: int = 2000, s: float = 1e-4, sigma_data: float = 1.0):
+        super().__init__(_alpha_bar_from_betas(betas_for_alpha_bar(lambda t: 1 - (t + s).sqrt(), num_train_steps)),
+                         sigma_data)
         self.s = s
 
     def config(self):
-        return {"name": "VPSqrt", "num_train_steps": self.num_train_steps, "s": self.s}
+        return {"name": "VPSqrt", "num_train_steps": self.num_train_steps, "s": self.s, **self._sigma_data_config()}
 
 
 def rescale_zero_terminal_snr(schedule: DiscreteVP, terminal_alpha_bar: float | None = None) -> DiscreteVP:
@@ -323,7 +369,7 @@ def rescale_zero_terminal_snr(schedule: DiscreteVP, terminal_alpha_bar: float | 
     ab[-1] = min(2.0**-24, ab[-2].item() / 4) if terminal_alpha_bar is None else terminal_alpha_bar
     if not ab[-1] < ab[-2]:
         raise ValueError(f"terminal_alpha_bar must be below the second-to-last rescaled alpha_bar ({ab[-2].item():.3g})")
-    return DiscreteVP(ab)
+    return DiscreteVP(ab, schedule.sigma_data)
 
 
 # ---------------------------------------------------------------- continuous VE / flow
@@ -357,8 +403,8 @@ class EDM(Schedule):
         z = torch.randn(n, generator=generator, dtype=torch.float64, device=getattr(generator, "device", None))
         return (self.p_mean + self.p_std * z).exp().to(device)
 
-    def sigmas(self, steps, spacing=None, rho=None):
-        return super().sigmas(steps, spacing, self.rho if rho is None else rho)
+    def sigmas(self, steps, spacing=None, rho=None, *, sigma_data=None):
+        return super().sigmas(steps, spacing, self.rho if rho is None else rho, sigma_data=sigma_data)
 
 
 @dataclass
@@ -367,6 +413,7 @@ class LogLinear(Schedule):
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
+    sigma_data: float = 1.0
 
     default_spacing = "logsnr"
 
@@ -394,6 +441,7 @@ class RectifiedFlow(Schedule):
     t_min: float = 1e-3
     t_max: float = 1.0 - 1e-3
     shift: float = 1.0
+    sigma_data: float = 1.0
 
     default_spacing = "uniform"
 
@@ -427,7 +475,7 @@ class RectifiedFlow(Schedule):
         u = self.t_min + (self.t_max - self.t_min) * _uniform(n, generator, None)
         return self.sigma(self._shift(u)).to(device)
 
-    def sigmas(self, steps, spacing=None, rho=7.0):
+    def sigmas(self, steps, spacing=None, rho=7.0, *, sigma_data=None):
         spacing = spacing or self.default_spacing
         if spacing == "uniform":  # uniform in un-shifted time, then shifted
             _check_steps(steps)
@@ -436,7 +484,7 @@ class RectifiedFlow(Schedule):
             out = _append_zero(self.sigma(self._shift(u)))
             check_sigmas(out)
             return out
-        return super().sigmas(steps, spacing, rho)
+        return super().sigmas(steps, spacing, rho, sigma_data=sigma_data)
 
 
 SCHEDULES = {
@@ -457,5 +505,5 @@ def schedule_from_config(config: dict) -> Schedule:
     if name not in classes:
         raise ValueError(f"unknown schedule {name!r}; known: {sorted(classes)}")
     if name == "DiscreteVP":
-        return DiscreteVP(torch.tensor(config["alpha_bar"], dtype=torch.float64))
+        return DiscreteVP(torch.tensor(config["alpha_bar"], dtype=torch.float64), config.get("sigma_data", 1.0))
     return classes[name](**config)

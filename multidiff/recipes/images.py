@@ -332,7 +332,7 @@ def _draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, 
     guidance = config.guidance if guidance is None else guidance
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    sigmas = default_sigmas(model.schedule, steps, sampler)
+    sigmas = default_sigmas(model.schedule, steps, sampler, sigma_data=config.sigma_data)
     out: dict[str, torch.Tensor] = {}
     if config.task == "superres":
         pick = torch.randperm(len(data.test["x"]), generator=generator)[:num]
@@ -451,7 +451,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str = "bottom"
         cond = torch.full((num,), data.num_classes if label is None else label)
         if label is not None:
             denoiser = _guided(model, config, data.num_classes, config.guidance if guidance is None else guidance)
-    sigmas = default_sigmas(model.schedule, steps, sampler)
+    sigmas = default_sigmas(model.schedule, steps, sampler, sigma_data=config.sigma_data)
     with _threads(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
         with torch.set_grad_enabled(reconstruction_scale > 0):  # reconstruction guidance differentiates the model
             filled = inpaint(denoiser, reference.to(device), mask.to(device), sigmas, method=sampler,

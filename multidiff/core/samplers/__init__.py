@@ -62,9 +62,10 @@ def get_sampler(method: str) -> SamplerInfo:
     return SAMPLERS[method]
 
 
-def default_sigmas(schedule, steps: int, method: str) -> torch.Tensor:
-    """The sigmas ``method`` is meant to run on: ``schedule.sigmas`` with its recommended spacing."""
-    return schedule.sigmas(steps, get_sampler(method).spacing)
+def default_sigmas(schedule, steps: int, method: str, *, sigma_data: float | None = None) -> torch.Tensor:
+    """The sigmas ``method`` is meant to run on: ``schedule.sigmas`` with its recommended spacing,
+    placed for data of scale ``sigma_data`` (default: the schedule's own ``sigma_data``)."""
+    return schedule.sigmas(steps, get_sampler(method).spacing, sigma_data=sigma_data)
 
 
 DEFAULT_METHOD = "unipc"
