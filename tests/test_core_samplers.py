@@ -46,7 +46,9 @@ def test_every_deterministic_sampler_has_an_order_test():
 def test_deterministic_convergence_order(method, mixture3d, ode_problem):
     x_start, reference = ode_problem
     order, steps = ORDERS[method]
-    errs = [(sample(mixture3d, x_start, _steps_to(n), method) - reference).abs().max().item() for n in steps]
+    options = {"order": 2} if method == "unipc" else {}  # its default order rises with the step count
+    errs = [(sample(mixture3d, x_start, _steps_to(n), method, **options) - reference).abs().max().item()
+            for n in steps]
     rates = [math.log2(errs[i] / errs[i + 1]) for i in range(len(errs) - 1)]
     # halving the step divides the error by ~2^order
     assert all(order - 0.5 < r < order + 1.0 for r in rates), (errs, rates)
@@ -198,3 +200,15 @@ def test_default_sampler_converges_on_its_default_grid(mixture3d):
     assert errs[-1] < 1e-3 * errs[0], errs
     order = SAMPLERS[DEFAULT_METHOD].order
     assert math.log2(errs[-2] / errs[-1]) > order - 1, errs
+
+
+def test_unipc_default_order_rises_with_steps(mixture3d):
+    """``order=None`` is order 2 below UNIPC_ORDER3_STEPS steps and order 3 from there."""
+    from multidiff.core.samplers.multistep import UNIPC_ORDER3_STEPS as n
+
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 80
+    for steps, order in ((n - 1, 2), (n, 3)):
+        sigmas = EDM().sigmas(steps)
+        assert torch.equal(sample(mixture3d, x, sigmas, "unipc"), sample(mixture3d, x, sigmas, "unipc", order=order))
+        assert not torch.equal(sample(mixture3d, x, sigmas, "unipc"),
+                               sample(mixture3d, x, sigmas, "unipc", order=5 - order))

@@ -149,8 +149,14 @@ def test_logsnr_jump_spacing():
     band = log_steps[in_band & (sig[:-2] <= S.JUMP_SIGMA_HI)]
     assert torch.allclose(band, band[0].expand_as(band))
     assert log_steps[0] > 2 * band[0]  # the first step is a jump
-    assert S.logsnr_jump_sigmas(100, 0.01, 157.0)[-2].item() == pytest.approx(0.025)  # longer runs go lower
-    assert S.logsnr_jump_sigmas(1000, 0.01, 157.0)[-2].item() == pytest.approx(0.01)  # never below sigma_min
+    assert S.logsnr_jump_sigmas(40, 0.01, 157.0)[-2].item() < 0.05  # longer runs go lower
+    assert S.logsnr_jump_sigmas(40, 0.1, 157.0)[-2].item() == pytest.approx(0.1)  # never below sigma_min
+    # with many steps the jump has faded into Karras's grid
+    last = S.JUMP_FADE_STEPS[1]
+    for steps in (last, 2 * last):
+        assert torch.allclose(S.logsnr_jump_sigmas(steps, 0.01, 157.0), S.karras_sigmas(steps, 0.01, 157.0))
+    below, above = S.logsnr_jump_sigmas(last - 1, 0.01, 157.0), S.karras_sigmas(last - 1, 0.01, 157.0)
+    assert not torch.allclose(below, above) and (below[1:] < below[:-1]).all()
     # a small sigma_max falls back to plain log-SNR spacing, still ending at 0
     assert torch.allclose(S.logsnr_jump_sigmas(4, 0.01, 2.0), S.logsnr_sigmas(4, 0.05, 2.0))
     assert torch.equal(S.logsnr_jump_sigmas(1, 0.01, 80.0), torch.tensor([80.0, 0.0], dtype=torch.float64))

@@ -73,31 +73,35 @@ def logsnr_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.Tenso
     return _append_zero(sig)
 
 
-# The band of logsnr_jump, in units of sigma_data, and how fast its step density falls above it.
+# logsnr_jump's band, in units of sigma_data, how fast its step density falls above the band,
+# and the step counts over which it fades into Karras's grid (docs/benchmarks.md).
 JUMP_SIGMA_HI = 5.0
 JUMP_SIGMA_LO = 2.5  # sigma_lo = sigma_data * min(0.05, JUMP_SIGMA_LO / steps)
 JUMP_DECAY = 0.5
+JUMP_FADE_STEPS = (16, 48)
 
 
 def logsnr_jump_sigmas(steps: int, sigma_min: float, sigma_max: float, sigma_data: float = 1.0,
-                       decay: float = JUMP_DECAY) -> torch.Tensor:
+                       decay: float = JUMP_DECAY, rho: float = 7.0) -> torch.Tensor:
     """Log-SNR steps through the band where the denoiser changes, few and long
-    ones above it: ``steps`` sigmas from sigma_max to sigma_lo, then 0.
+    ones above it, fading into Karras's grid as steps grow: ``steps`` sigmas
+    from sigma_max down, then 0.
 
     Far above the data scale D(x, sigma) is nearly constant (for data of scale
-    sigma_data it moves like (sigma_data / sigma)^2), and first-order exponential
-    steps (Euler in sigma, DDIM, DPM-Solver) are exact for a constant D, so few
-    steps cover that range. The grid is uniform in a warped log sigma whose step
-    density is 1 inside the band [sigma_lo, sigma_hi] and falls like
-    ``(sigma_hi / sigma)^decay`` above sigma_hi (:func:`_jump_warp`): with few
-    steps the first one jumps into the band, and as ``steps`` grows every step,
-    the first included, shrinks like 1 / steps, so a sampler of order p on this
-    grid converges at order p (the earlier fixed jump to sigma_hi did not, and
-    left an error floor on trained networks; docs/benchmarks.md). Below
-    sigma_lo the ODE samplers finish with an Adams step in sigma. In units of
-    ``sigma_data``: sigma_hi = JUMP_SIGMA_HI, sigma_lo = min(0.05, 2.5 / steps),
-    never below sigma_min; chosen on Gaussian-mixture ODE families and trained
-    networks (docs/benchmarks.md)."""
+    sigma_data it moves like (sigma_data / sigma)^2), and exponential
+    integrators are exact for a constant D, so few steps cover that range.
+    The grid is uniform in a warped log sigma whose step density is 1 inside
+    the band [sigma_lo, sigma_hi] and falls like ``(sigma_hi / sigma)^decay``
+    above it (:func:`_jump_warp`): with few steps the first one jumps into the
+    band. On a trained network the denoiser far above the data scale is not
+    the ideal near-constant one, and with many steps Karras et al. (2022, Eq. 5)
+    spacing, denser there, is more accurate; so between JUMP_FADE_STEPS the
+    grid moves, in log sigma, from the warped grid to Karras's (:func:`_fade`).
+    Every step shrinks as ``steps`` grows, so a sampler of order p converges
+    at order p (a fixed first jump did not, and left an error floor). In units
+    of ``sigma_data``: sigma_hi = JUMP_SIGMA_HI, sigma_lo = min(0.05,
+    JUMP_SIGMA_LO / steps), never below sigma_min. All constants were chosen
+    on Gaussian-mixture ODE families and trained networks (docs/benchmarks.md)."""
     if steps == 1:
         return torch.tensor([sigma_max, 0.0], dtype=torch.float64)
     hi = min(sigma_max, JUMP_SIGMA_HI * sigma_data)
@@ -108,7 +112,18 @@ def logsnr_jump_sigmas(steps: int, sigma_min: float, sigma_max: float, sigma_dat
     u = torch.linspace(to_u(math.log(sigma_max)), to_u(math.log(lo)), steps, dtype=torch.float64)
     sig = torch.exp(from_u(u))
     sig[0], sig[-1] = sigma_max, lo  # exact ends, free of round-off in the warp
-    return _append_zero(sig)
+    return _fade(_append_zero(sig), karras_sigmas(steps, sigma_min, sigma_max, rho), steps)
+
+
+def _fade(jump: torch.Tensor, karras: torch.Tensor, steps: int) -> torch.Tensor:
+    """``exp((1 - w) log jump + w log karras)``, w rising linearly from 0 to 1 over
+    JUMP_FADE_STEPS; a mix of two decreasing grids in log sigma is decreasing."""
+    first, last = JUMP_FADE_STEPS
+    w = min(1.0, max(0.0, (steps - first) / (last - first)))
+    if w == 0.0:
+        return jump
+    mixed = torch.exp((1 - w) * jump[:-1].log() + w * karras[:-1].log())
+    return _append_zero(mixed)
 
 
 def _jump_warp(log_hi: float, decay: float):
@@ -191,7 +206,7 @@ class Schedule:
             out = logsnr_sigmas(steps, self.sigma_min, self.sigma_max)
         elif spacing == "logsnr_jump":
             out = logsnr_jump_sigmas(steps, self.sigma_min, self.sigma_max,
-                                     self.sigma_data if sigma_data is None else sigma_data)
+                                     self.sigma_data if sigma_data is None else sigma_data, rho=rho)
         elif spacing == "uniform":
             t_hi = float(self.t(torch.tensor(self.sigma_max, dtype=torch.float64)))
             t_lo = float(self.t(torch.tensor(self.sigma_min, dtype=torch.float64)))

@@ -147,11 +147,20 @@ def dpmpp_3m(denoiser, x, sigmas, *, final_step: str = "adams", cond=None, callb
     return _exp_multistep(run, x, order=3, corrector=False, variant="exact", final_step=final_step)
 
 
-def unipc(denoiser, x, sigmas, *, order: int = 2, variant: str = "bh2", final_step: str = "adams", cond=None,
-          callback=None):
+# From this many steps on, unipc's default predictor order is 3 instead of 2 (docs/benchmarks.md).
+UNIPC_ORDER3_STEPS = 48
+
+
+def unipc(denoiser, x, sigmas, *, order: int | None = None, variant: str = "bh2", final_step: str = "adams",
+          cond=None, callback=None):
     """UniPC (Zhao et al. 2023): order-``order`` UniP predictor plus the UniC
     corrector. ``variant="bh2"`` is the paper's B(h) = e^h - 1 choice;
-    ``"exact"`` integrates every Lagrange interpolant exactly."""
+    ``"exact"`` integrates every Lagrange interpolant exactly. ``order=None``:
+    2 for fewer than UNIPC_ORDER3_STEPS steps, 3 from there (the paper's advice,
+    Sec. 4: order 2 for guided sampling with few steps; with many steps order 3
+    was more accurate on the trained networks of docs/benchmarks.md)."""
+    if order is None:
+        order = 2 if len(sigmas) - 1 < UNIPC_ORDER3_STEPS else 3
     if order not in (1, 2, 3):
         raise ValueError(f"unipc order must be 1, 2 or 3, got {order}")
     if variant not in ("bh2", "exact"):
