@@ -14,6 +14,7 @@ Run from the repository root::
     python benchmarks/sampler_accuracy.py            # full run, rewrites docs/
     python benchmarks/sampler_accuracy.py --quick    # smaller run, prints only
     python benchmarks/sampler_accuracy.py --mixture-seed 3 --no-write   # another mixture, prints only
+    python benchmarks/sampler_accuracy.py --families  # the sweep over mixture families (mixture_families.py)
 
 Writes the tables into ``docs/benchmarks.md`` between the markers
 ``<!-- sampler_accuracy:start -->`` / ``<!-- sampler_accuracy:end -->`` and
@@ -702,6 +703,20 @@ def plot(settings, runs: Runs, path: Path) -> None:
     plt.close(fig)
 
 
+def families_main(quick: bool, write: bool) -> int:
+    """The sweep over mixture families (benchmarks/mixture_families.py), written to its own block."""
+    import mixture_families
+
+    torch.set_num_threads(1)
+    samples, steps = (128, 1000) if quick else (512, 2000)
+    rows, checks = mixture_families.sweep(samples, steps)
+    block = mixture_families.report(rows, checks, samples, steps) + f"\n{code_version()}\n"
+    print(block)
+    if write:
+        write_block(DOC, "sampler_families", block, append_if_missing=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run; prints only, writes no files")
@@ -709,7 +724,11 @@ def main(argv=None) -> int:
     parser.add_argument("--mixture-seed", type=int, default=None,
                         help="another example_mixture seed (a held-out check; prints only)")
     parser.add_argument("--dim", type=int, default=None, help="another data dimension (prints only)")
+    parser.add_argument("--families", action="store_true",
+                        help="only the sweep over mixture families; rewrites its block unless --quick/--no-write")
     args = parser.parse_args(argv)
+    if args.families:
+        return families_main(args.quick, write=not (args.quick or args.no_write))
     try:
         import diffusers  # noqa: F401
     except ImportError:
