@@ -73,6 +73,8 @@ def main():
       multidiff sample runs/digits --num 100 --label 3 --guidance 2 --out threes
       multidiff eval runs/digits
       multidiff train toy2d --dataset spiral --out runs/spiral
+      multidiff train spoken_digits --out runs/sd
+      multidiff sample runs/sd --num 20 --label 7 --out sevens   # sevens.png, .npz, sevens/*.wav
     """
 
 
@@ -123,8 +125,8 @@ def _print_report(report: dict) -> None:
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the data split, initial weights and noise.")
 @click.option("--dataset", help="Dataset of the recipe (toy2d: moons, spiral, 8gaussians, checkerboard; "
-                                 "images: digits, mnist5k, fashion, folder).")
-@click.option("--device", help="Image recipes: auto (default), cpu or cuda.")
+                                 "images: digits, mnist5k, fashion, folder; audio: spoken_digits, notes, folder).")
+@click.option("--device", help="Image and audio recipes: auto (default), cpu or cuda.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write (default: runs/RECIPE-...-seedSEED).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
@@ -173,7 +175,9 @@ def _check_sampler(sampler: str | None) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples to draw.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output stem: writes OUT.png and OUT.npz (array 'samples'; 'labels' for a class-conditional run).")
+              help="Output stem: writes OUT.png and OUT.npz (array 'samples'; 'labels' for a class-conditional run); "
+                   "audio runs write waveforms (N, T) in OUT.npz with 'sample_rate', spectrograms in OUT.png and "
+                   "one WAV per sample in OUT/.")
 @click.option("--label", type=click.IntRange(min=0), help="Class-conditional runs: draw only this class.")
 @click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale (default: the run's; "
                                                                "1: none).")
@@ -194,12 +198,13 @@ def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), default=20, show_default=True,
               help="Test images to fill (drawn at random from --seed).")
-@click.option("--region", default="bottom", show_default=True,
-              help="The hole: left, right, top, bottom (halves), center (a square of half the side) or "
-                   "random-box (one box per image).")
+@click.option("--region", default=None,
+              help="The hole. Images: left, right, top, bottom (halves; default bottom), center (a square of half "
+                   "the side) or random-box (one box per image). Audio: continue (default; keep the first half of "
+                   "the frames, generate the rest) or gap (fill the middle third).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output stem: OUT.png (rows: input with the hole black, filled, original) and OUT.npz "
-                   "(samples, masked, reference, mask, labels).")
+                   "(samples, masked, reference, mask, labels); audio runs also write OUT/ with one WAV per clip.")
 @click.option("--label", type=click.IntRange(min=0), help="Class-conditional runs: fill towards this class "
                                                           "(default: no label, the null class).")
 @click.option("--guidance", type=click.FloatRange(min=0), help="With --label: the guidance scale (default: the run's).")
@@ -207,13 +212,14 @@ def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
               help="Reconstruction guidance on top of replacement (0: replacement only).")
 @_run_options
 def inpaint(run_dir, num, region, out, label, guidance, reconstruction_scale, sampler, steps, seed, progress):
-    """Hide part of test images and fill it with the trained image run in RUN_DIR."""
+    """Hide part of held-out examples (an image region, audio frames) and fill it with the
+    trained run in RUN_DIR."""
     from .recipes import recipe_of_run
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
     if recipe.inpaint is None:
-        raise click.UsageError(f"recipe {recipe.name!r} does not inpaint (image recipes do)")
+        raise click.UsageError(f"recipe {recipe.name!r} does not inpaint (image and audio recipes do)")
     filled = recipe.inpaint(run_dir, num=num, region=region, label=label, guidance=guidance,
                             reconstruction_scale=reconstruction_scale, sampler=sampler, steps=steps, seed=seed,
                             progress=_progress(progress))

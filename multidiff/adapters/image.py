@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_write
-from ..core.guidance import Inpaint
+from ..core.inpainting import sample_inpaint
 from ..core.samplers import DEFAULT_METHOD, sample
 from ..core.utils import randn_like
 
@@ -201,13 +201,8 @@ def inpaint(denoiser, known: Tensor, mask: Tensor, sigmas: Tensor, *, method: st
     if known.ndim != 4 or not torch.is_floating_point(known):
         raise ValueError(f"known must be model-space floats of shape (B, C, H, W), got {known.dtype} "
                          f"{tuple(known.shape)}")
-    mask = torch.broadcast_to(mask.to(known.device, known.dtype), known.shape)
-    x = randn_like(known, generator) * torch.as_tensor(sigmas)[0].to(known)
-    guided = Inpaint(denoiser, mask, known, reconstruction_scale=reconstruction_scale)
-    if cond is not None:
-        options["cond"] = cond
-    out = sample(guided, x, sigmas, method=method, generator=generator, **options)
-    return mask * known + (1 - mask) * out
+    return sample_inpaint(denoiser, known, mask, sigmas, method=method, cond=cond, generator=generator,
+                          reconstruction_scale=reconstruction_scale, **options)
 
 
 # ---------------------------------------------------------------- super-resolution

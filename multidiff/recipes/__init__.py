@@ -17,8 +17,9 @@ Every recipe offers
 ``evaluate``       ``evaluate(run_dir, *, num=None, sampler=None, steps=None,
                    seed=0, progress=False, guidance=None) -> dict``
                    (JSON-able metrics)
-``inpaint``        image recipes only (else None): ``inpaint(run_dir, *, num,
-                   region, label, guidance, reconstruction_scale, ...)``
+``inpaint``        image and audio recipes (else None): ``inpaint(run_dir, *,
+                   num, region, label, guidance, reconstruction_scale, ...)``
+                   (``region=None``: the recipe's default hole)
 =================  ===========================================================
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from ..train.checkpoint import load_config
-from . import images, toy2d
+from . import audio, images, toy2d
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Recipe:
     sample: Callable
     write_samples: Callable
     evaluate: Callable
-    inpaint: Callable | None = None  # image recipes: fill holes in test images (``multidiff inpaint``)
+    inpaint: Callable | None = None  # fill holes in held-out data (``multidiff inpaint``)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -58,6 +59,17 @@ _IMAGE_RECIPES = {
 for _name, _description in _IMAGE_RECIPES.items():
     RECIPES[_name] = Recipe(_name, _description, images.CONFIGS[_name], images.train, images.sample,
                             images.write_samples, images.evaluate, images.inpaint_test)
+
+_AUDIO_RECIPES = {
+    "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), "
+                     "temporal U-Net, Griffin-Lim to WAV, CPU, ~10 min",
+    "notes": "pitch- and instrument-conditional notes rendered by fluidsynth, temporal U-Net, CPU",
+    "spoken_digits_gpu": "spoken digits at 16 kHz, 64 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
+    "notes_gpu": "notes at 16 kHz, 128 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
+}
+for _name, _description in _AUDIO_RECIPES.items():
+    RECIPES[_name] = Recipe(_name, _description, audio.CONFIGS[_name], audio.train, audio.sample,
+                            audio.write_samples, audio.evaluate, audio.inpaint_test)
 
 
 def get_recipe(name: str) -> Recipe:

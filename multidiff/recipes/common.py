@@ -1,5 +1,6 @@
 """Pieces every recipe builds the same way: the schedule, the seeded backbone inside its
-preconditioning, the loss weighting, and the last logged loss of a run."""
+preconditioning, the loss weighting, classifier-free guidance (label dropout in training, the
+guided denoiser at sampling), and the last logged loss of a run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..core.losses import WEIGHTINGS, edm
+from ..core.guidance import ClassifierFreeGuidance
+from ..core.losses import WEIGHTINGS, denoising_loss, edm
 from ..core.precond import Precond, make_precond
 from ..core.schedules import SCHEDULES, DiscreteVP, RectifiedFlow
 
@@ -47,3 +49,25 @@ def final_loss(run_dir: Path) -> float | None:
     """The last logged training loss (also when a resumed run had nothing left to train)."""
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return json.loads(lines[-1])["loss"] if lines else None
+
+
+def label_dropout_loss(model: Precond, batch: dict, generator: torch.Generator, *, weighting, dropout: float,
+                       null_class: int) -> torch.Tensor:
+    """The denoising loss per example with each label replaced by ``null_class`` with
+    probability ``dropout`` (classifier-free guidance training, Ho & Salimans 2022).
+    Everything random comes from ``generator``, so a resumed run is exact."""
+    x0, cond = batch["x"], batch.get("cond")
+    if cond is not None and dropout > 0:
+        drop = torch.rand(cond.shape, generator=generator, device=cond.device) < dropout  # (B,)
+        cond = torch.where(drop, torch.full_like(cond, null_class), cond)
+    sigma = model.schedule.sample_sigmas(x0.shape[0], generator=generator, device=x0.device)  # (B,)
+    return denoising_loss(model, x0, sigma, weighting=weighting, cond=cond, generator=generator)
+
+
+def guided(model: Precond, num_classes: int, guidance: float):
+    """``model`` under classifier-free guidance of scale ``guidance`` with the null class
+    ``num_classes`` (the model itself when ``guidance == 1``)."""
+    if guidance == 1.0:
+        return model
+    null = torch.tensor([num_classes], device=next(model.parameters()).device)
+    return ClassifierFreeGuidance(model, guidance, null)

@@ -41,8 +41,7 @@ import torch
 from ..adapters.image import (decode, downsample, encode, low_res_error, save_grid, super_resolution_data,
                               training_data, upsample)
 from ..backbones import DiT, DiTConfig, UNet2D, UNet2DConfig
-from ..core.guidance import ClassifierFreeGuidance
-from ..core.losses import WEIGHTINGS, denoising_loss
+from ..core.losses import WEIGHTINGS
 from ..core.precond import PRECONDITIONERS, Precond
 from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
 from ..core.schedules import SCHEDULES
@@ -53,7 +52,8 @@ from ..train import TrainConfig, Trainer, from_pretrained, load_config, remove_c
 from ..atomic import atomic_write, atomic_write_json
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
+from .common import (final_loss, guided, label_dropout_loss, loss_weighting, make_schedule, noise_embedding,
+                     seeded_model)
 
 TASKS = ("generate", "superres")
 BACKBONES = ("unet", "dit")
@@ -224,19 +224,6 @@ def build_model(config: ImageConfig, shape: tuple[int, int, int], num_classes: i
                         config.sigma_data)
 
 
-def label_dropout_loss(model: Precond, batch: dict, generator: torch.Generator, *, weighting, dropout: float,
-                       null_class: int) -> torch.Tensor:
-    """The denoising loss per example with each label replaced by ``null_class`` with
-    probability ``dropout`` (classifier-free guidance training, Ho & Salimans 2022).
-    Everything random comes from ``generator``, so a resumed run is exact."""
-    x0, cond = batch["x"], batch.get("cond")
-    if cond is not None and dropout > 0:
-        drop = torch.rand(cond.shape, generator=generator, device=cond.device) < dropout  # (B,)
-        cond = torch.where(drop, torch.full_like(cond, null_class), cond)
-    sigma = model.schedule.sample_sigmas(x0.shape[0], generator=generator, device=x0.device)  # (B,)
-    return denoising_loss(model, x0, sigma, weighting=weighting, cond=cond, generator=generator)
-
-
 def _device(config: ImageConfig) -> str | None:
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu (or auto)")
@@ -315,10 +302,7 @@ def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config: Ima
 
 
 def _guided(model: Precond, config: ImageConfig, num_classes: int, guidance: float):
-    if guidance == 1.0 or not config.conditional:
-        return model
-    null = torch.tensor([num_classes], device=next(model.parameters()).device)
-    return ClassifierFreeGuidance(model, guidance, null)
+    return guided(model, num_classes, guidance if config.conditional else 1.0)
 
 
 def _draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, seed: int = 0,
@@ -411,7 +395,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
                      steps=steps, progress=progress)
 
 
-def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str = "bottom", label: int | None = None,
+def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = "bottom", label: int | None = None,
                  guidance: float | None = None, reconstruction_scale: float = 0.0, sampler: str | None = None,
                  steps: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, torch.Tensor]:
     """Hide ``region`` (see :func:`~multidiff.adapters.image.inpaint_mask`) of ``num`` test images
@@ -422,6 +406,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str = "bottom"
     from ..adapters.image import MASK_REGIONS, inpaint, inpaint_mask
 
     config = read_config(run_dir)
+    region = "bottom" if region is None else region
     if config.task != "generate":
         raise ValueError(f"inpainting needs a generative image run; {config.recipe} is a {config.task} run")
     if region not in MASK_REGIONS:

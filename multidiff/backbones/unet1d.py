@@ -1,0 +1,231 @@
+"""A 1-D (temporal) U-Net over a sequence axis, in the form of Diffuser's
+temporal U-Net (Janner et al. 2022, Sec. 3.2 and App. C): convolutions only
+along time, features as channels, so it sees every feature of a time step at
+once and is equivariant in time.
+
+* ``x_in`` is ``(B, C, T)``; or ``(B, C1, C2, T)`` with ``in_channels = C1 * C2``
+  (a spectrogram ``(B, 1, n_mels, frames)`` is a sequence of mel frames with
+  the mel bins as channels, like DiffSinger's denoiser), folded into
+  channels on the way in and unfolded on the way out;
+* residual blocks ``GroupNorm -> Mish -> conv(k) -> FiLM -> GroupNorm -> Mish
+  -> conv(k)``, FiLM (Perez et al. 2018) by the noise (+ class) embedding;
+* ``len(channel_mults)`` levels, the length halved between them (stride-2
+  conv down, nearest doubling + conv up), skip connections across;
+* optional self-attention in the middle, over the shortest sequence, for
+  context across the whole clip;
+* the last conv of every residual branch and the output conv start at zero,
+  so an untrained model returns 0.
+
+The length ``T`` must be divisible by ``2**(len(channel_mults) - 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from .attention import Attention
+from .conditioning import noise_input, split_cond
+from .config import check_dropout, check_non_negative, check_positive, freeze_ints, from_preset
+from .embeddings import NOISE_EMBEDDINGS, ConditioningEmbedding
+
+
+@dataclass(frozen=True)
+class UNet1DConfig:
+    in_channels: int = 2  # features per time step (folded: C1 * C2)
+    out_channels: int | None = None  # None: same as in_channels
+    length: int = 32  # the sequence length T it is built for
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 4)  # one level per entry
+    num_res_blocks: int = 1  # per level going down (one more going up)
+    kernel_size: int = 5
+    mid_attention: bool = False
+    num_heads: int = 4
+    dropout: float = 0.0
+    num_classes: int = 0  # 0: no class embedding; label num_classes is the null class
+    embedding: str = "fourier"
+    fourier_scale: float = 1.0
+    norm_groups: int = 8
+
+    def __post_init__(self):
+        check_positive(self, "in_channels", "length", "base_channels", "num_res_blocks", "kernel_size", "num_heads",
+                       "norm_groups")
+        check_non_negative(self, "num_classes")
+        check_dropout(self)
+        if self.out_channels is not None:
+            check_positive(self, "out_channels")
+        if self.base_channels % 2:
+            raise ValueError(f"UNet1DConfig.base_channels must be even, got {self.base_channels}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"UNet1DConfig.kernel_size must be odd (same-length convolutions), got "
+                             f"{self.kernel_size}")
+        if self.embedding not in NOISE_EMBEDDINGS:
+            raise ValueError(f"unknown noise embedding {self.embedding!r}; choose one of {sorted(NOISE_EMBEDDINGS)}")
+        mults = freeze_ints(self, "channel_mults")
+        if not mults or min(mults) < 1:
+            raise ValueError(f"UNet1DConfig.channel_mults must be a non-empty sequence of positive ints, got {mults}")
+        factor = 2 ** (len(mults) - 1)
+        if self.length % factor:
+            raise ValueError(f"length {self.length} is not divisible by 2**(len(channel_mults) - 1) = {factor}; use "
+                             f"fewer levels or pad the sequence")
+        if self.mid_attention and (self.base_channels * mults[-1]) % self.num_heads:
+            raise ValueError(f"mid attention over {self.base_channels * mults[-1]} channels cannot be split into "
+                             f"num_heads={self.num_heads} heads")
+
+    @property
+    def output_channels(self) -> int:
+        return self.in_channels if self.out_channels is None else self.out_channels
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "UNet1DConfig":
+        return from_preset(cls, UNET1D_PRESETS, name, overrides)
+
+
+UNET1D_PRESETS: dict[str, dict] = {
+    "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
+    # CPU recipes: spoken digits (32 mels x 48 frames), maze trajectories (horizon 32-128)
+    "small": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, mid_attention=True),
+    # Diffuser's Maze2D model: dim 32, mults (1, 2, 4, 8)
+    "base": dict(base_channels=128, channel_mults=(1, 2, 4, 4), num_res_blocks=2, mid_attention=True, dropout=0.1),
+}
+
+
+def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock1D(nn.Module):
+    """``skip(x) + conv2(drop(mish(film(norm2(conv1(mish(norm1(x))))))))`` along time."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, config: UNet1DConfig):
+        super().__init__()
+        k, groups = config.kernel_size, config.norm_groups
+        self.norm1 = _group_norm(in_channels, groups)
+        self.conv1 = nn.Conv1d(in_channels, out_channels, k, padding=k // 2)
+        self.film = nn.Linear(emb_dim, 2 * out_channels)
+        self.norm2 = _group_norm(out_channels, groups)
+        self.drop = nn.Dropout(config.dropout)
+        self.conv2 = _zero(nn.Conv1d(out_channels, out_channels, k, padding=k // 2))
+        self.skip = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.mish(self.norm1(x)))  # (B, C_out, T)
+        scale, shift = self.film(emb)[:, :, None].chunk(2, dim=1)  # (B, C_out, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(self.drop(F.mish(h)))
+
+
+class MidAttention(nn.Module):
+    """Pre-norm residual self-attention over the time steps."""
+
+    def __init__(self, channels: int, config: UNet1DConfig):
+        super().__init__()
+        self.norm = _group_norm(channels, config.norm_groups)
+        self.attn = _zero_proj(Attention(channels, config.num_heads))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        tokens = rearrange(self.norm(h), "b c t -> b t c")
+        return h + rearrange(self.attn(tokens), "b t c -> b c t")
+
+
+def _zero_proj(attention: Attention) -> Attention:
+    _zero(attention.proj)
+    return attention
+
+
+class UNet1D(nn.Module):
+    """``forward(x_in (B, C, T) or (B, C1, C2, T), c_noise (B,), cond=None) -> same shape``
+    (``out_channels`` replaces the channel count when set)."""
+
+    config_class = UNet1DConfig
+
+    def __init__(self, config: UNet1DConfig = UNet1DConfig()):
+        super().__init__()
+        self.config = config
+        base, mults = config.base_channels, config.channel_mults
+        emb_dim = 4 * base
+        self.embed = ConditioningEmbedding(config.embedding, base, emb_dim, config.num_classes, config.fourier_scale)
+        k = config.kernel_size
+        self.conv_in = nn.Conv1d(config.in_channels, base, k, padding=k // 2)
+        channels, skip_channels = base, [base]
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        for level, mult in enumerate(mults):
+            blocks = nn.ModuleList()
+            for _ in range(config.num_res_blocks):
+                blocks.append(ResBlock1D(channels, base * mult, emb_dim, config))
+                channels = base * mult
+                skip_channels.append(channels)
+            self.down.append(blocks)
+            if level < len(mults) - 1:
+                self.downsample.append(nn.Conv1d(channels, channels, 3, stride=2, padding=1))
+                skip_channels.append(channels)
+        self.mid1 = ResBlock1D(channels, channels, emb_dim, config)
+        self.mid_attn = MidAttention(channels, config) if config.mid_attention else None
+        self.mid2 = ResBlock1D(channels, channels, emb_dim, config)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(len(mults))):
+            blocks = nn.ModuleList()
+            for _ in range(config.num_res_blocks + 1):
+                blocks.append(ResBlock1D(channels + skip_channels.pop(), base * mults[level], emb_dim, config))
+                channels = base * mults[level]
+            self.up.append(blocks)
+            if level > 0:
+                self.upsample.append(nn.Conv1d(channels, channels, 3, padding=1))
+        self.out_norm = _group_norm(channels, config.norm_groups)
+        self.conv_out = _zero(nn.Conv1d(channels, config.output_channels, k, padding=k // 2))
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def _fold(self, x_in: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if x_in.ndim == 4:
+            x_in = x_in.flatten(1, 2)  # (B, C1 C2, T)
+        if x_in.ndim != 3 or x_in.shape[1] != config.in_channels or x_in.shape[2] != config.length:
+            raise ValueError(f"UNet1D expects x of shape (B, {config.in_channels}, {config.length}) (or (B, C1, C2, "
+                             f"{config.length}) with C1 C2 = {config.in_channels}), got {tuple(x_in.shape)}")
+        return x_in
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
+        shape = x_in.shape
+        x = self._fold(x_in)
+        parts = split_cond(cond, x, num_classes=self.config.num_classes, context_dim=0, cond_channels=0,
+                           owner="UNet1D")
+        emb = F.mish(self.embed(noise_input(c_noise, x.shape[0]).to(x.device), parts.labels))  # (B, 4 base)
+        h = self.conv_in(x)  # (B, base, T)
+        skips = [h]
+        for level, blocks in enumerate(self.down):
+            for block in blocks:
+                h = block(h, emb)
+                skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+                skips.append(h)
+        h = self.mid1(h, emb)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h)
+        h = self.mid2(h, emb)
+        for index, blocks in enumerate(self.up):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if index < len(self.upsample):
+                h = self.upsample[index](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        out = self.conv_out(F.mish(self.out_norm(h)))  # (B, out_channels, T)
+        if len(shape) == 4 and self.config.out_channels is None:
+            out = out.reshape(shape)
+        return out
+
+
+__all__ = ["UNET1D_PRESETS", "UNet1D", "UNet1DConfig"]

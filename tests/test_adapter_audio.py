@@ -1,0 +1,173 @@
+"""The audio adapter: WAV I/O and its bad inputs, clip fitting, mel round trip, f0, inpainting."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from multidiff.adapters import audio as A
+from multidiff.core.samplers import SAMPLERS, default_sigmas
+from multidiff.core.schedules import EDM
+
+soundfile = pytest.importorskip("soundfile")
+
+
+def tone(freq: float, seconds: float, rate: int, harmonics: int = 3) -> torch.Tensor:
+    t = torch.arange(round(seconds * rate), dtype=torch.float64) / rate
+    wave = sum(torch.sin(2 * math.pi * k * freq * t) / k for k in range(1, harmonics + 1))
+    return (0.5 * wave / wave.abs().max()).float()
+
+
+def write(path, data: np.ndarray, rate: int):
+    soundfile.write(str(path), data, rate, subtype="PCM_16")
+    return path
+
+
+SPEC = A.SpectrogramConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=64, griffin_lim_iters=32)
+
+
+def test_config_round_trips_and_refuses_bad_settings():
+    assert A.SpectrogramConfig.from_dict(SPEC.to_dict()) == SPEC
+    assert SPEC.clip_samples == 64 * 63 and SPEC.shape == (1, 32, 64)
+    with pytest.raises(ValueError, match="hop_length"):
+        A.SpectrogramConfig(n_fft=128, hop_length=256)
+    with pytest.raises(ValueError, match="n_mels"):
+        A.SpectrogramConfig(n_fft=64, hop_length=16, n_mels=40)
+    with pytest.raises(ValueError, match="f_max"):
+        A.SpectrogramConfig(sample_rate=8000, f_max=6000)
+
+
+def test_resampling_keeps_the_pitch(tmp_path):
+    path = write(tmp_path / "a.wav", tone(440.0, 1.0, 16000).numpy(), 16000)
+    wave = A.load_wav(path, SPEC)  # 16 kHz file -> 8 kHz clip
+    assert wave.shape == (SPEC.clip_samples,)
+    assert abs(float(A.cents(A.estimate_f0(wave, 8000), 440.0))) < 5
+
+
+def test_stereo_is_mixed_down(tmp_path):
+    left, right = tone(300.0, 0.2, 8000), tone(500.0, 0.2, 8000)
+    path = write(tmp_path / "s.wav", torch.stack([left, right], 1).numpy(), 8000)
+    audio, rate = A.read_wav(path)
+    assert rate == 8000 and audio.shape == (2, len(left))
+    expected = (left + right) / 2
+    assert torch.allclose(A.to_mono(audio), expected, atol=2 / 32767)  # 16-bit quantisation
+
+
+def test_short_clips_are_padded_at_the_end_and_long_ones_keep_their_start():
+    spec = A.SpectrogramConfig(sample_rate=8000, n_fft=256, hop_length=64, frames=16, trim_db=0, peak=0)
+    short = torch.linspace(0.1, 0.5, 100)
+    fitted = A.fit_clip(short, spec)
+    assert fitted.shape == (spec.clip_samples,) and torch.equal(fitted[:100], short) and not fitted[100:].any()
+    long = torch.rand(spec.clip_samples * 3)
+    assert torch.equal(A.fit_clip(long, spec), long[: spec.clip_samples])
+
+
+def test_silence_is_trimmed_and_level_normalised():
+    spec = A.SpectrogramConfig(sample_rate=8000, n_fft=256, hop_length=64, frames=64, peak=0.9)
+    word = tone(200.0, 0.3, 8000)
+    padded = torch.cat([torch.zeros(2000), word, torch.zeros(1000)])
+    fitted = A.fit_clip(padded * 0.1, spec)
+    assert float(fitted.abs().max()) == pytest.approx(0.9, rel=1e-5)
+    assert float(fitted[:64].abs().max()) > 0  # the leading silence is gone: the word starts at once
+
+
+def test_bad_files_raise_errors_that_name_them(tmp_path):
+    garbage = tmp_path / "noise.wav"
+    garbage.write_bytes(b"RIFF not really a wave file" * 10)
+    with pytest.raises(A.AudioFileError, match="noise.wav"):
+        A.read_wav(garbage)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(A.AudioFileError, match="notes.txt"):
+        A.read_wav(text)
+    empty = write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 8000)
+    with pytest.raises(A.AudioFileError, match="empty.wav.*no audio"):
+        A.read_wav(empty)
+    silent = write(tmp_path / "silent.wav", np.zeros(800, dtype=np.float32), 8000)
+    with pytest.raises(A.AudioFileError, match="silent.wav.*silent"):
+        A.load_wav(silent, SPEC)
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        A.read_wav(tmp_path / "missing.wav")
+
+
+def test_save_and_read_wav_round_trip(tmp_path):
+    wave = tone(330.0, 0.25, 8000)
+    path = A.save_wav(wave, tmp_path / "out" / "x.wav", 8000)
+    back, rate = A.read_wav(path)
+    assert rate == 8000 and torch.allclose(back[0], wave, atol=1 / 32767 + 1e-6)
+    with pytest.raises(ValueError, match="mono"):
+        A.save_wav(torch.zeros(2, 10), tmp_path / "y.wav", 8000)
+
+
+def test_mel_round_trip_keeps_the_spectrogram_and_the_pitch():
+    """decode inverts encode where the sound is: the loud mel bins of encode(decode(x)) are within
+    5 dB of x (quiet bins pick up Griffin-Lim's leakage, tens of dB below the tone), the waveform is
+    at the tone's pitch, and more iterations fit the magnitudes better."""
+    spec = A.SpectrogramConfig(sample_rate=16000, n_fft=1024, hop_length=256, n_mels=64, frames=32)  # the notes'
+    wave = A.fit_clip(tone(250.0, 1.0, 16000), spec)[None]
+    x = A.encode(wave, spec)
+    assert x.shape == (1, *spec.shape) and x.min() >= -1 and x.max() <= 1
+    rebuilt = A.decode(x, spec)
+    assert rebuilt.shape == wave.shape and rebuilt.abs().max() <= 1
+    loud = x > 0  # within 50 dB of the ceiling
+    assert loud.any() and (A.encode(rebuilt, spec) - x)[loud].abs().mean() < 5 / (spec.db_ceiling - spec.db_floor) * 2
+    assert abs(float(A.cents(A.estimate_f0(rebuilt, 16000), 250.0))) < 20
+    few, many = (A.spectral_convergence(wave, A.decode(x, spec, iters=n), spec) for n in (2, 64))
+    assert float(many) < float(few)
+    assert float(A.spectral_convergence(wave, wave, spec)) == 0 and float(A.log_spectral_distance(wave, wave, spec)) == 0
+
+
+def test_decode_is_deterministic_in_its_seed():
+    x = A.encode(A.fit_clip(tone(180.0, 1.0, 8000), SPEC)[None], SPEC)
+    assert torch.equal(A.decode(x, SPEC, seed=3), A.decode(x, SPEC, seed=3))
+    assert not torch.equal(A.decode(x, SPEC, seed=3), A.decode(x, SPEC, seed=4))
+
+
+@pytest.mark.parametrize("freq", [82.4, 261.6, 523.3, 880.0])
+def test_yin_finds_the_fundamental_of_harmonic_tones(freq):
+    wave = tone(freq, 0.5, 16000, harmonics=6)
+    assert abs(float(A.cents(A.estimate_f0(wave, 16000), freq))) < 5
+    assert torch.isnan(A.estimate_f0(torch.zeros(8000), 16000)).all()
+
+
+def test_encode_refuses_the_wrong_clip_length():
+    with pytest.raises(ValueError, match="fit_clip"):
+        A.encode(torch.zeros(2, 100), SPEC)
+
+
+@pytest.mark.parametrize("method", list(SAMPLERS))
+def test_inpainting_keeps_the_known_frames_exactly(method):
+    """With the ideal denoiser of N(0, I) data, every sampler fills the unknown frames and leaves
+    the known ones bit-exact."""
+    schedule = EDM(sigma_data=1.0)
+
+    def denoiser(x, sigma, cond=None):
+        return x / (1 + sigma[:, None, None, None] ** 2)
+
+    generator = torch.Generator().manual_seed(0)
+    known = torch.randn(3, *SPEC.shape, generator=generator)
+    for task in A.INPAINT_TASKS:
+        mask = A.task_mask(3, SPEC, task)
+        filled = A.inpaint_frames(denoiser, known, mask, default_sigmas(schedule, 6, method), method=method,
+                                  generator=torch.Generator().manual_seed(1))
+        keep = torch.broadcast_to(mask, known.shape) > 0
+        assert torch.equal(filled[keep], known[keep])
+        assert not torch.equal(filled[~keep], known[~keep]) and torch.isfinite(filled).all()
+
+
+def test_frame_masks():
+    mask = A.task_mask(2, SPEC, "continue")
+    assert mask.shape == (2, 1, 1, SPEC.frames) and mask[..., : SPEC.frames // 2].all() and not mask[..., 32:].any()
+    gap = A.task_mask(1, SPEC, "gap")[0, 0, 0]
+    third = SPEC.frames // 3
+    assert gap[:third].all() and gap[-third:].all() and not gap[third:-third].any()
+    with pytest.raises(ValueError, match="continue, gap"):
+        A.task_mask(1, SPEC, "middle")
+    with pytest.raises(ValueError, match="within"):
+        A.frame_mask(1, SPEC, known=(10, 100))
+
+
+def test_spectrogram_picture(tmp_path):
+    path = A.save_spectrograms(torch.rand(5, *SPEC.shape) * 2 - 1, tmp_path / "g.png", titles=list("abcde"))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,64 @@
+"""The temporal 1-D U-Net: shapes (plain and folded), zero start, conditioning, examples kept
+apart, JSON round trip, bad input."""
+
+import pytest
+import torch
+
+from multidiff.backbones import UNet1D, UNet1DConfig, backbone_from_config, backbone_to_config
+
+
+def small(**overrides):
+    return UNet1D(UNet1DConfig(**{**dict(in_channels=6, length=16, base_channels=16, channel_mults=(1, 2),
+                                         mid_attention=True, num_heads=2, num_classes=3), **overrides}))
+
+
+def _randomise(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    return model
+
+
+def test_starts_at_zero_and_keeps_shapes():
+    model = small()
+    x = torch.randn(4, 6, 16)
+    out = model(x, torch.randn(4), torch.tensor([0, 1, 2, 3]))
+    assert out.shape == x.shape and not out.any()  # zero-initialised output conv
+    folded = small(in_channels=8)
+    assert folded(torch.randn(2, 1, 8, 16), torch.randn(2)).shape == (2, 1, 8, 16)
+
+
+def test_conditioning_changes_the_output():
+    model = _randomise(small())
+    x, c = torch.randn(2, 6, 16), torch.randn(2)
+    a = model(x, c, torch.tensor([0, 0]))
+    b = model(x, c, torch.tensor([1, 1]))
+    null = model(x, c)  # no label: the null class
+    assert not torch.allclose(a, b) and torch.allclose(null, model(x, c, torch.tensor([3, 3])))
+
+
+def test_examples_do_not_mix():
+    """Each example's output depends on that example alone (GroupNorm, attention and FiLM are per example)."""
+    model = _randomise(small())
+    x, c, labels = torch.randn(3, 6, 16), torch.randn(3), torch.tensor([0, 1, 2])
+    together = model(x, c, labels)
+    alone = torch.cat([model(x[i:i + 1], c[i:i + 1], labels[i:i + 1]) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_json_round_trip():
+    model = small()
+    again = backbone_from_config(backbone_to_config(model))
+    assert again.config == model.config
+
+
+def test_bad_inputs_and_configs():
+    model = small()
+    with pytest.raises(ValueError, match=r"\(B, 6, 16\)"):
+        model(torch.randn(2, 6, 15), torch.randn(2))
+    with pytest.raises(ValueError, match="divisible"):
+        UNet1DConfig(length=10, channel_mults=(1, 2, 4))
+    with pytest.raises(ValueError, match="odd"):
+        UNet1DConfig(kernel_size=4)
+    with pytest.raises(ValueError, match="class labels"):
+        model(torch.randn(2, 6, 16), torch.randn(2), torch.tensor([0, 7]))
