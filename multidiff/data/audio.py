@@ -428,9 +428,14 @@ def fitted_clips(split: dict, sample_rate: int, spec) -> Tensor:
     (:func:`multidiff.adapters.audio.fit_clip`): ``(N, clip_samples)`` float32."""
     from ..adapters.audio import fit_clip, resample
 
-    if not split["audio"]:
-        return torch.zeros(0, spec.clip_samples)
-    return torch.stack([fit_clip(resample(a, sample_rate, spec.sample_rate), spec) for a in split["audio"]])
+    clips = []
+    for start in range(0, len(split["audio"]), 256):  # resample in zero-padded batches: one kernel per batch
+        part = split["audio"][start:start + 256]
+        longest = max(len(a) for a in part)
+        batch = resample(torch.stack([torch.nn.functional.pad(a, (0, longest - len(a))) for a in part]),
+                         sample_rate, spec.sample_rate)
+        clips += [fit_clip(row[: round(len(a) * spec.sample_rate / sample_rate)], spec) for a, row in zip(part, batch)]
+    return torch.stack(clips) if clips else torch.zeros(0, spec.clip_samples)
 
 
 AUDIO_DATASETS = ("spoken_digits", "notes", "folder")

@@ -118,7 +118,7 @@ def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.
     error = cents(f0, midi_to_hz(midi_pitches)).abs()
     found = ~torch.isnan(error)
     return {"pitch_within_50_cents" if tolerance == 50 else f"pitch_within_{tolerance:g}_cents":
-            float((error[found] < tolerance).sum() / len(error)),
+            float((error[found] < tolerance).double().sum() / len(error)),
             "pitch_median_abs_cents": float(error[found].median()) if found.any() else None,
             "pitch_unvoiced": float((~found).double().mean())}
 
