@@ -41,7 +41,7 @@ def throughput(config: images.ImageConfig, data, train_set, *, steps: int, bf16:
                device: str) -> tuple[float, float | None]:
     """(images/s over the last ``steps`` of ``3 steps``, peak memory in GiB or None on the CPU)."""
     model = images.build_model(config, data.shape, data.num_classes)
-    train_config = replace(images.train_config(config), steps=3 * steps, log_every=steps, checkpoint_every=0,
+    train_config = replace(images.engine_config(config), steps=3 * steps, log_every=steps, checkpoint_every=0,
                            sample_every=0, autocast=bf16, compile=compile, warmup_steps=0)
     loss_fn = partial(images.label_dropout_loss, weighting=edm(config.sigma_data), dropout=config.label_dropout,
                       null_class=data.num_classes)

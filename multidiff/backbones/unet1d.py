@@ -21,7 +21,6 @@ The length ``T`` must be divisible by ``2**(len(channel_mults) - 1)``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +32,7 @@ from .attention import Attention
 from .conditioning import noise_input, split_cond
 from .config import check_dropout, check_non_negative, check_positive, freeze_ints, from_preset
 from .embeddings import NOISE_EMBEDDINGS, ConditioningEmbedding
+from .layers import group_norm, zero_init
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,6 @@ UNET1D_PRESETS: dict[str, dict] = {
 }
 
 
-def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
 
 class ResBlock1D(nn.Module):
     """``skip(x) + conv2(drop(mish(film(norm2(conv1(mish(norm1(x))))))))`` along time."""
@@ -111,12 +102,12 @@ class ResBlock1D(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, config: UNet1DConfig):
         super().__init__()
         k, groups = config.kernel_size, config.norm_groups
-        self.norm1 = _group_norm(in_channels, groups)
+        self.norm1 = group_norm(in_channels, groups)
         self.conv1 = nn.Conv1d(in_channels, out_channels, k, padding=k // 2)
         self.film = nn.Linear(emb_dim, 2 * out_channels)
-        self.norm2 = _group_norm(out_channels, groups)
+        self.norm2 = group_norm(out_channels, groups)
         self.drop = nn.Dropout(config.dropout)
-        self.conv2 = _zero(nn.Conv1d(out_channels, out_channels, k, padding=k // 2))
+        self.conv2 = zero_init(nn.Conv1d(out_channels, out_channels, k, padding=k // 2))
         self.skip = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -131,17 +122,13 @@ class MidAttention(nn.Module):
 
     def __init__(self, channels: int, config: UNet1DConfig):
         super().__init__()
-        self.norm = _group_norm(channels, config.norm_groups)
-        self.attn = _zero_proj(Attention(channels, config.num_heads))
+        self.norm = group_norm(channels, config.norm_groups)
+        self.attn = Attention(channels, config.num_heads)
+        zero_init(self.attn.proj)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         tokens = rearrange(self.norm(h), "b c t -> b t c")
         return h + rearrange(self.attn(tokens), "b t c -> b c t")
-
-
-def _zero_proj(attention: Attention) -> Attention:
-    _zero(attention.proj)
-    return attention
 
 
 class UNet1D(nn.Module):
@@ -182,8 +169,8 @@ class UNet1D(nn.Module):
             self.up.append(blocks)
             if level > 0:
                 self.upsample.append(nn.Conv1d(channels, channels, 3, padding=1))
-        self.out_norm = _group_norm(channels, config.norm_groups)
-        self.conv_out = _zero(nn.Conv1d(channels, config.output_channels, k, padding=k // 2))
+        self.out_norm = group_norm(channels, config.norm_groups)
+        self.conv_out = zero_init(nn.Conv1d(channels, config.output_channels, k, padding=k // 2))
 
     @property
     def null_class(self) -> int:

@@ -40,6 +40,7 @@ from .conditioning import check_image_input, concat_image, noise_input, split_co
 from .config import (check_dropout, check_non_negative, check_positive, freeze_image_size, freeze_ints, from_preset,
                      image_hw)
 from .embeddings import NOISE_EMBEDDINGS, ConditioningEmbedding
+from .layers import group_norm, zero_init
 
 
 @dataclass(frozen=True)
@@ -125,27 +126,18 @@ UNET2D_PRESETS: dict[str, dict] = {
 _PRESET_ATTENTION_LEVELS = {"tiny": (1,), "small": (1,), "base": (1,)}
 
 
-def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
 
 class ResBlock(nn.Module):
     """``skip(x) + conv2(drop(silu(film(norm2(conv1(silu(norm1(x)))), emb))))``."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1 = _group_norm(in_channels, groups)
+        self.norm1 = group_norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * out_channels)
-        self.norm2 = _group_norm(out_channels, groups)
+        self.norm2 = group_norm(out_channels, groups)
         self.drop = nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -160,13 +152,13 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, channels: int, num_heads: int, groups: int, context_dim: int):
         super().__init__()
-        self.norm = _group_norm(channels, groups)
+        self.norm = group_norm(channels, groups)
         self.attn = Attention(channels, num_heads)
-        _zero(self.attn.proj)
-        self.cross_norm = _group_norm(channels, groups) if context_dim else None
+        zero_init(self.attn.proj)
+        self.cross_norm = group_norm(channels, groups) if context_dim else None
         self.cross = Attention(channels, num_heads, context_dim, null_token=True) if context_dim else None
         if self.cross is not None:
-            _zero(self.cross.proj)
+            zero_init(self.cross.proj)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
         height = h.shape[2]
@@ -253,8 +245,8 @@ class UNet2D(nn.Module):
             if level > 0:
                 self.upsample.append(Upsample(channels))
 
-        self.out_norm = _group_norm(channels, config.norm_groups)
-        self.conv_out = _zero(nn.Conv2d(channels, config.output_channels, 3, padding=1))
+        self.out_norm = group_norm(channels, config.norm_groups)
+        self.conv_out = zero_init(nn.Conv2d(channels, config.output_channels, 3, padding=1))
 
     @property
     def null_class(self) -> int:

@@ -47,11 +47,11 @@ from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
 from ..core.schedules import SCHEDULES
 from ..data import ShuffledBatches
 from ..data.audio import AUDIO_DATASETS, AudioDataset, fitted_clips, label_pitch, load_audio_dataset
-from ..runtime import cpu_threads
-from ..train import TrainConfig, Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
+from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import final_loss, guided, label_dropout_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
+from .common import (device_of, engine_config, final_loss, guided, label_dropout_loss, loss_weighting, make_schedule,
+                     noise_embedding, seeded_model, threads_of)
 
 BACKBONES = ("unet1d", "unet2d")
 DEVICES = ("auto", "cpu", "cuda")
@@ -234,24 +234,6 @@ def build_model(config: AudioConfig, num_classes: int) -> Precond:
                         config.sigma_data)
 
 
-def _device(config: AudioConfig) -> str | None:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu (or auto)")
-    return None if config.device == "auto" else config.device
-
-
-def _threads(config: AudioConfig):
-    return cpu_threads(config.threads if config.threads else torch.get_num_threads())
-
-
-def train_config(config: AudioConfig) -> TrainConfig:
-    return TrainConfig(steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
-                       decay=config.decay, min_lr_ratio=0.1, ema_decay=config.ema_decay, seed=config.seed,
-                       log_every=max(1, min(100, config.steps // 10)), checkpoint_every=config.checkpoint_every,
-                       sample_every=config.sample_every, autocast=None if config.bf16 else False,
-                       compile=config.compile)
-
-
 # ---------------------------------------------------------------- train
 
 
@@ -276,9 +258,9 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
     loss_fn = partial(label_dropout_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
                       null_class=data.num_classes, dropout=config.label_dropout if conditional else 0.0)
     on_sample = partial(_progress_grid, config=config, data=data)
-    with _threads(config):
-        trainer = Trainer(model, train_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
-                          progress=progress, device=_device(config))
+    with threads_of(config):
+        trainer = Trainer(model, engine_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
+                          progress=progress, device=device_of(config))
         if not config.resume and trainer.dist.is_main:
             remove_checkpoints(run_dir)
         result = trainer.fit(ShuffledBatches(train_set, config.batch_size, seed=config.seed), resume=config.resume)
@@ -398,7 +380,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     classes = _run_classes(run_dir)
     _check_label_guidance(config, len(classes), label, guidance)
     model, _ = load_run(run_dir, device=_sampling_device(config))
-    with _threads(config):
+    with threads_of(config):
         drawn = _draw(model, config, len(classes), num=num, seed=seed, label=label, guidance=guidance,
                       sampler=sampler, steps=steps, progress=progress)
     drawn["class_names"] = classes
@@ -446,7 +428,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     sigmas = default_sigmas(model.schedule, config.sample_steps if steps is None else steps, sampler,
                             sigma_data=config.sigma_data)
     start = time.perf_counter()
-    with _threads(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
+    with threads_of(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
         with torch.set_grad_enabled(reconstruction_scale > 0):
             filled = inpaint_frames(denoiser, reference.to(device), mask.to(device), sigmas, method=sampler,
                                     cond=None if cond is None else cond.to(device), generator=generator,
@@ -454,7 +436,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     network = time.perf_counter() - start
     filled = filled.detach().float().cpu().clamp(-1, 1)
     start = time.perf_counter()
-    with _threads(config):
+    with threads_of(config):
         waves = decode(filled, spec, seed=seed)
     return {"samples": waves, "spectrograms": filled, "labels": subset["label"], "sample_rate": spec.sample_rate,
             "masked": torch.where(torch.broadcast_to(mask, reference.shape) > 0, reference, -1.0),
@@ -476,7 +458,7 @@ def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str
         raise ValueError(f"num must be in [2, {limit}] for {config.recipe} (the floor compares as many real "
                          f"clips), got {num}")
     drawn = sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=progress, guidance=guidance)
-    with _threads(config):
+    with threads_of(config):
         return _evaluate(config, data, drawn, sampler=sampler, steps=steps, guidance=guidance, seed=seed)
 
 

@@ -15,6 +15,8 @@ from ..core.guidance import ClassifierFreeGuidance
 from ..core.losses import WEIGHTINGS, denoising_loss, edm
 from ..core.precond import Precond, make_precond
 from ..core.schedules import SCHEDULES, DiscreteVP, RectifiedFlow
+from ..runtime import cpu_threads
+from ..train import TrainConfig
 
 
 def make_schedule(name: str, sigma_data: float):
@@ -71,3 +73,25 @@ def guided(model: Precond, num_classes: int, guidance: float):
         return model
     null = torch.tensor([num_classes], device=next(model.parameters()).device)
     return ClassifierFreeGuidance(model, guidance, null)
+
+
+def device_of(config) -> str | None:
+    """The engine's device for a recipe config with ``device`` in auto/cpu/cuda (None: auto)."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu (or auto)")
+    return None if config.device == "auto" else config.device
+
+
+def threads_of(config):
+    """A context with ``config.threads`` torch CPU threads (0: torch's default)."""
+    return cpu_threads(config.threads if config.threads else torch.get_num_threads())
+
+
+def engine_config(config) -> TrainConfig:
+    """The training engine's settings from a recipe config (steps, lr, warm-up, cosine decay to lr / 10,
+    EMA, checkpoint and picture intervals, bf16 autocast on CUDA, compile)."""
+    return TrainConfig(steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
+                       decay=config.decay, min_lr_ratio=0.1, ema_decay=config.ema_decay, seed=config.seed,
+                       log_every=max(1, min(100, config.steps // 10)), checkpoint_every=config.checkpoint_every,
+                       sample_every=config.sample_every, autocast=None if config.bf16 else False,
+                       compile=config.compile)

@@ -47,13 +47,12 @@ from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
 from ..core.schedules import SCHEDULES
 from ..data import ShuffledBatches
 from ..data.images import IMAGE_DATASETS, ImageDataset, load_image_dataset
-from ..runtime import cpu_threads
-from ..train import TrainConfig, Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
+from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..atomic import atomic_write, atomic_write_json
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import (final_loss, guided, label_dropout_loss, loss_weighting, make_schedule, noise_embedding,
-                     seeded_model)
+from .common import (device_of, engine_config, final_loss, guided, label_dropout_loss, loss_weighting, make_schedule,
+                     noise_embedding, seeded_model, threads_of)
 
 TASKS = ("generate", "superres")
 BACKBONES = ("unet", "dit")
@@ -224,24 +223,6 @@ def build_model(config: ImageConfig, shape: tuple[int, int, int], num_classes: i
                         config.sigma_data)
 
 
-def _device(config: ImageConfig) -> str | None:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu (or auto)")
-    return None if config.device == "auto" else config.device
-
-
-def _threads(config: ImageConfig):
-    return cpu_threads(config.threads if config.threads else torch.get_num_threads())
-
-
-def train_config(config: ImageConfig) -> TrainConfig:
-    return TrainConfig(steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
-                       decay=config.decay, min_lr_ratio=0.1, ema_decay=config.ema_decay, seed=config.seed,
-                       log_every=max(1, min(100, config.steps // 10)), checkpoint_every=config.checkpoint_every,
-                       sample_every=config.sample_every, autocast=None if config.bf16 else False,
-                       compile=config.compile)
-
-
 # ---------------------------------------------------------------- train
 
 
@@ -265,9 +246,9 @@ def train(config: ImageConfig = DigitsConfig(), out: str | os.PathLike | None = 
     loss_fn = partial(label_dropout_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
                       null_class=data.num_classes, dropout=config.label_dropout if config.conditional else 0.0)
     on_sample = partial(_progress_grid, config=config, data=data)
-    with _threads(config):
-        trainer = Trainer(model, train_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
-                          progress=progress, device=_device(config))
+    with threads_of(config):
+        trainer = Trainer(model, engine_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
+                          progress=progress, device=device_of(config))
         if not config.resume and trainer.dist.is_main:
             remove_checkpoints(run_dir)
         result = trainer.fit(ShuffledBatches(train_set, config.batch_size, seed=config.seed), resume=config.resume)
@@ -390,7 +371,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     if config.task == "superres" and num > len(data.test["x"]):
         raise ValueError(f"superres samples test images; num must be <= {len(data.test['x'])}, got {num}")
     model, _ = load_run(run_dir, device=_sampling_device(config))
-    with _threads(config):
+    with threads_of(config):
         return _draw(model, config, data, num=num, seed=seed, label=label, guidance=guidance, sampler=sampler,
                      steps=steps, progress=progress)
 
@@ -437,7 +418,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = "
         if label is not None:
             denoiser = _guided(model, config, data.num_classes, config.guidance if guidance is None else guidance)
     sigmas = default_sigmas(model.schedule, steps, sampler, sigma_data=config.sigma_data)
-    with _threads(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
+    with threads_of(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
         with torch.set_grad_enabled(reconstruction_scale > 0):  # reconstruction guidance differentiates the model
             filled = inpaint(denoiser, reference.to(device), mask.to(device), sigmas, method=sampler,
                              cond=None if cond is None else cond.to(device), generator=generator,
@@ -458,7 +439,7 @@ def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str
         raise ValueError(f"num must be in [2, {limit}] for {config.recipe} on {config.dataset!r} (the floor "
                          f"compares as many real images), got {num}")
     drawn = sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=progress, guidance=guidance)
-    with _threads(config):
+    with threads_of(config):
         return _evaluate(config, data, drawn, sampler=sampler, steps=steps, guidance=guidance, seed=seed)
 
 
