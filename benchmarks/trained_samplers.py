@@ -11,9 +11,11 @@ costs.
 
     python benchmarks/trained_samplers.py digits RUN_DIR [--num 300] [--no-write]
     python benchmarks/trained_samplers.py toy2d RUN_DIR [--num 2000] [--no-write]
+    python benchmarks/trained_samplers.py spoken_digits RUN_DIR [--num 200] [--no-write]
 
-Runs come from ``multidiff train digits --out RUN_DIR`` and
-``multidiff train toy2d --out RUN_DIR``. Writes the tables into
+Runs come from ``multidiff train digits|toy2d|spoken_digits --out RUN_DIR``
+(spoken_digits: distances in model space, the normalised log-mel in [-1, 1];
+its metric decodes with Griffin-Lim and uses the bundled digit classifier). Writes the tables into
 docs/benchmarks.md between the ``trained_samplers_<recipe>`` markers.
 """
 
@@ -41,7 +43,7 @@ from multidiff.core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas, sa
 DOC = ROOT / "docs" / "benchmarks.md"
 NFES = (4, 6, 8, 12, 24, 48)
 METRIC_NFES = (4, 6, 8, 12)
-REFERENCE_STEPS = {"digits": 256, "toy2d": 1024}  # toy2d's thin data need more: 256 vs 128 steps differ by 2e-3
+REFERENCE_STEPS = {"digits": 256, "toy2d": 1024, "spoken_digits": 256}  # toy2d's thin data need more: 256 vs 128 steps differ by 2e-3
 # (method, spacing (None: its default), options)
 MULTIDIFF = (("unipc", None, {}), ("unipc", None, {"order": 3}), ("dpmpp_3m", None, {}), ("dpmpp_2m", None, {}),
              ("dpmpp_3m", "logsnr", {}), ("unipc", "karras", {}), ("unipc", "logsnr", {}))
@@ -101,6 +103,43 @@ def toy2d_task(run_dir: Path, num: int, seed: int) -> Task:
 
     x_T = torch.randn((num, 2), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return Task(denoiser, model.schedule, x_T * model.schedule.sigma_max, lambda x: x, metric, ("sliced W2",))
+
+
+def spoken_digits_task(run_dir: Path, num: int, seed: int) -> Task:
+    """The audio run: distances in model space (normalised log-mel in [-1, 1]); the metric decodes
+    with Griffin-Lim and asks the bundled digit classifier (accuracy) and its Frechet distance."""
+    from multidiff.adapters.audio import decode
+    from multidiff.core.guidance import ClassifierFreeGuidance
+    from multidiff.data.audio import fitted_clips
+    from multidiff.metrics.audio import evaluate_audio, load_audio_classifier
+    from multidiff.recipes.audio import load_data, load_run
+
+    model, config = load_run(run_dir, device="cpu")
+    data = load_data(config)
+    spec = config.spectrogram
+    labels = torch.arange(num) % data.num_classes
+    guided = ClassifierFreeGuidance(model, config.guidance, torch.tensor([data.num_classes]))
+    classifier, classifier_spec = load_audio_classifier("spoken_digits")
+    real_test = fitted_clips(data.test, data.sample_rate, classifier_spec)
+    real_train = fitted_clips(data.train, data.sample_rate, classifier_spec)
+
+    def denoiser(x, sigma):
+        with torch.no_grad():
+            return guided(x.float(), sigma.float(), labels).double()
+
+    def metric(samples):
+        waves = decode(samples.float().clamp(-1, 1), spec)
+        m = evaluate_audio(waves, spec.sample_rate, labels, real_test, real_train, classifier_spec.sample_rate,
+                           classifier, classifier_spec)
+        return {"Frechet": m["frechet"], "accuracy": m["classifier_accuracy"]}
+
+    x_T = torch.randn((num, *spec.shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return Task(denoiser, model.schedule, x_T * model.schedule.sigma_max, lambda x: x, metric, ("Frechet", "accuracy"))
+
+
+TASKS = {"digits": digits_task, "toy2d": toy2d_task, "spoken_digits": spoken_digits_task}
+DEFAULT_NUM = {"digits": 300, "toy2d": 2000, "spoken_digits": 200}
+UNITS = {"digits": " in pixels in [0, 1]", "spoken_digits": " in model space (normalised log-mel in [-1, 1])"}
 
 
 # ---------------------------------------------------------------- samplers
@@ -191,7 +230,7 @@ def report(recipe: str, run_dir: Path, task: Task, result: dict) -> str:
     lines = [f"Run `{run_dir.name}` ({recipe}), {task.x_T.shape[0]} starting noises; reference: `heun` on "
              f"{steps} karras steps ({steps // 2} steps differ from it by "
              f"{result['ref_check']:.1e} RMS). RMS distance to the reference"
-             f"{' in pixels in [0, 1]' if recipe == 'digits' else ''}; diffusers {diffusers.__version__}, "
+             f"{UNITS.get(recipe, '')}; diffusers {diffusers.__version__}, "
              f"torch {torch.__version__}, {platform.machine()} CPU.", ""]
     rows = [[label] + [f"{result['rms'][label][n]:.2e}" for n in NFES] for label in labels]
     best = [min(result["rms"][label][n] for label in df_labels) for n in NFES]
@@ -223,15 +262,15 @@ def _table(header, rows) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipe", choices=("digits", "toy2d"))
+    parser.add_argument("recipe", choices=tuple(TASKS))
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--num", type=int, default=None, help="starting noises (digits 300, toy2d 2000)")
+    parser.add_argument("--num", type=int, default=None, help="starting noises (digits 300, toy2d 2000, "
+                                                               "spoken_digits 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    make = digits_task if args.recipe == "digits" else toy2d_task
-    task = make(args.run_dir, args.num or (300 if args.recipe == "digits" else 2000), args.seed)
+    task = TASKS[args.recipe](args.run_dir, args.num or DEFAULT_NUM[args.recipe], args.seed)
     block = report(args.recipe, args.run_dir, task, measure(task, REFERENCE_STEPS[args.recipe]))
     print(block)
     if not args.no_write:
