@@ -88,8 +88,10 @@ class UNet1DConfig:
 
 UNET1D_PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
-    # CPU recipes: spoken digits (32 mels x 48 frames), maze trajectories (horizon 32-128)
-    "small": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, mid_attention=True),
+    # CPU recipes: spoken digits (32 mels x 48 frames, 2.9M parameters)
+    "small": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=1, mid_attention=True),
+    # CPU recipes with more channels in: notes (64 mels x 32 frames, 6.5M parameters)
+    "medium": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, mid_attention=True),
     # Diffuser's Maze2D model: dim 32, mults (1, 2, 4, 8)
     "base": dict(base_channels=128, channel_mults=(1, 2, 4, 4), num_res_blocks=2, mid_attention=True, dropout=0.1),
 }

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..adapters.audio import SpectrogramConfig, cents, encode, estimate_f0, fit_clip, midi_to_hz, resample
+from ..adapters.audio import (SpectrogramConfig, cents, decode, encode, estimate_f0, fit_clip, midi_to_hz,
+                              resample)
 from .classifier import (BUNDLED_DIR, CONFIG_NAME, ClassifierTraining, ImageClassifier, cache_dir, evaluate_images,
                          read_classifier, save_classifier, train_classifier)
 
@@ -33,6 +34,10 @@ CLASSIFIER_TRAINING: dict[str, ClassifierTraining] = {
     "spoken_digits": ClassifierTraining(steps=3000, batch_size=64, shift=1, widths=(16, 32, 64)),
     "notes": ClassifierTraining(steps=3000, batch_size=64, shift=0, widths=(16, 32, 64)),
 }
+# Train on the clips *and* their Griffin-Lim round trips (wav -> mel -> Griffin-Lim -> wav), so the classifier
+# judges what a sample says or plays, not the vocoder's fingerprint. Without it the notes classifier, 100% on
+# real notes, recognised 5% of their own round trips: it had keyed on fine harmonic detail the mel smears.
+ROUND_TRIP_AUGMENT = {"spoken_digits": False, "notes": True}
 PITCH_TOLERANCE_CENTS = 50.0
 
 
@@ -65,12 +70,23 @@ def build_audio_classifier(dataset: str, directory: str | os.PathLike) -> ImageC
         return {"x": classifier_input(fitted_clips(part, data.sample_rate, spec), spec.sample_rate, spec),
                 "label": part["label"]}
 
+    def round_trip(part: dict) -> dict:
+        waves = fitted_clips(part, data.sample_rate, spec)
+        return {"x": classifier_input(decode(encode(waves, spec), spec), spec.sample_rate, spec),
+                "label": part["label"]}
+
     train, test = split(data.train), split(data.test)
+    augment = ROUND_TRIP_AUGMENT[dataset]
+    if augment:
+        extra = round_trip(data.train)
+        train = {"x": torch.cat([train["x"], extra["x"]]), "label": torch.cat([train["label"], extra["label"]])}
     start = time.perf_counter()
     model = train_classifier(train, test, data.num_classes, training)
+    test_round_trip = round_trip(data.test)
     info = {"dataset": dataset, "source": data.info, "spectrogram": spec.to_dict(), "training": asdict(training),
-            "train_size": len(train["x"]), "test_size": len(test["x"]),
+            "round_trip_augment": augment, "train_size": len(train["x"]), "test_size": len(test["x"]),
             "train_accuracy": model.accuracy(train["x"], train["label"]),
+            "test_round_trip_accuracy": model.accuracy(test_round_trip["x"], test_round_trip["label"]),
             "train_seconds": round(time.perf_counter() - start, 1), "threads": 1, "torch": torch.__version__}
     if dataset == "spoken_digits":
         try:
@@ -123,5 +139,5 @@ def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.
             "pitch_unvoiced": float((~found).double().mean())}
 
 
-__all__ = ["CLASSIFIER_SPECS", "CLASSIFIER_TRAINING", "build_audio_classifier", "classifier_input",
+__all__ = ["CLASSIFIER_SPECS", "CLASSIFIER_TRAINING", "ROUND_TRIP_AUGMENT", "build_audio_classifier", "classifier_input",
            "evaluate_audio", "load_audio_classifier", "pitch_accuracy"]

@@ -115,8 +115,9 @@ class AudioConfig:
                                ("device", DEVICES)):
             if getattr(self, name) not in registry:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(registry)}")
-        if self.preset not in ("tiny", "small", "base"):
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of: tiny, small, base")
+        presets = ("tiny", "small", "medium", "base") if self.backbone == "unet1d" else ("tiny", "small", "base")
+        if self.preset not in presets:
+            raise ValueError(f"unknown {self.backbone} preset {self.preset!r}; choose one of: {', '.join(presets)}")
         for name in ("steps", "batch_size", "sample_steps", "num_eval", "clips_per_class"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -156,6 +157,7 @@ class NotesConfig(AudioConfig):
     hop_length: int = 256
     n_mels: int = 64
     frames: int = 32
+    preset: str = "medium"
     num_eval: int = 300
 
 
