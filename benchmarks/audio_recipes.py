@@ -135,7 +135,8 @@ def recipe_figures(args) -> str:
     header = ["sweep", "guidance", "sampler steps", "classifier accuracy", "Frechet", "Frechet / floor",
               "f0 within 50 cents"]
     keys = ("num", "sampler", "sample_steps", "guidance", "classifier_accuracy", "classifier_test_accuracy", "frechet",
-            "frechet_floor", "frechet_over_floor", "pitch_within_50_cents", "pitch_median_abs_cents",
+            "frechet_floor", "frechet_over_floor", "frechet_vocoder_floor", "classifier_accuracy_vocoder_floor",
+            "pitch_within_50_cents", "pitch_median_abs_cents",
             "network_seconds_per_audio_second", "griffin_lim_seconds_per_audio_second", "threads", "train_seconds",
             "steps")
     summary = "\n".join(f"- `{k}`: {default[k]:.4g}" if isinstance(default.get(k), float) else f"- `{k}`: {default.get(k)}"

@@ -116,14 +116,15 @@ def load_audio_classifier(dataset: str, directory: str | os.PathLike | None = No
 
 
 def evaluate_audio(samples: torch.Tensor, sample_rate: int, labels: torch.Tensor | None, real_test: torch.Tensor,
-                   real_train: torch.Tensor, real_rate: int, classifier: ImageClassifier, spec: SpectrogramConfig,
-                   *, seed: int = 0) -> dict:
+                   real_train: torch.Tensor | None, real_rate: int, classifier: ImageClassifier,
+                   spec: SpectrogramConfig, *, seed: int = 0) -> dict:
     """Frechet distance of classifier features (samples vs the real test clips), its real-vs-real
-    floor (as many real training clips), and the classifier's accuracy on the samples' labels.
-    Waveforms ``(N, T)``; the real ones at ``real_rate``."""
+    floor (as many real training clips; None without ``real_train``), and the classifier's accuracy
+    on the samples' labels. Waveforms ``(N, T)``; the real ones at ``real_rate``."""
     return evaluate_images(classifier_input(samples, sample_rate, spec), labels,
                            classifier_input(real_test, real_rate, spec), classifier,
-                           real_train=classifier_input(real_train, real_rate, spec), seed=seed)
+                           real_train=None if real_train is None else classifier_input(real_train, real_rate, spec),
+                           seed=seed)
 
 
 def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.Tensor,

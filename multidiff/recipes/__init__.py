@@ -62,7 +62,7 @@ for _name, _description in _IMAGE_RECIPES.items():
 
 _AUDIO_RECIPES = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), "
-                     "temporal U-Net, Griffin-Lim to WAV, CPU, ~10 min",
+                     "temporal U-Net, Griffin-Lim to WAV, CPU, ~11 min",
     "notes": "pitch- and instrument-conditional notes rendered by fluidsynth, temporal U-Net, CPU",
     "spoken_digits_gpu": "spoken digits at 16 kHz, 64 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
     "notes_gpu": "notes at 16 kHz, 128 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
