@@ -33,7 +33,7 @@ from sampler_accuracy import (MULTIDIFF_METHODS, best, diffusers_configs, md_tab
                               reference_sigmas, rms, run_diffusers)
 
 from multidiff.core.gmm import GaussianMixture  # noqa: E402
-from multidiff.core.samplers import SAMPLERS, default_sigmas, sample  # noqa: E402
+from multidiff.core.samplers import default_sigmas, sample  # noqa: E402
 from multidiff.core.schedules import VPLinear  # noqa: E402
 
 NFES = (5, 10, 20)

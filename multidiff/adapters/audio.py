@@ -143,6 +143,20 @@ def resample(wave: Tensor, rate: int, target_rate: int) -> Tensor:
     return AF.resample(wave, int(rate), int(target_rate))
 
 
+def resample_clips(clips: list[Tensor], rate: int, target_rate: int, chunk: int = 256) -> list[Tensor]:
+    """Resample mono clips of different lengths from ``rate`` to ``target_rate``: zero-padded into
+    batches of ``chunk``, resampled together (one sinc kernel per batch, not per clip), then each cut
+    back to its own length."""
+    out = []
+    for start in range(0, len(clips), chunk):
+        part = clips[start:start + chunk]
+        longest = max(len(c) for c in part)
+        batch = resample(torch.stack([torch.nn.functional.pad(c, (0, longest - len(c))) for c in part]), rate,
+                         target_rate)  # (n, T')
+        out += [row[: round(len(c) * target_rate / rate)] for c, row in zip(part, batch)]
+    return out
+
+
 def trim_silence(wave: Tensor, trim_db: float, frame: int = 64) -> Tensor:
     """Drop leading and trailing frames whose peak is more than ``trim_db`` below the clip's peak."""
     if trim_db <= 0 or wave.numel() == 0:
@@ -439,5 +453,5 @@ def save_spectrograms(x: Tensor, path: str | os.PathLike, *, ncol: int = 10, tit
 __all__ = ["AudioFileError", "INPAINT_TASKS", "SpectrogramConfig", "cents", "decode", "encode", "estimate_f0",
            "fit_clip", "frame_mask", "midi_to_hz",
            "griffin_lim", "inpaint_frames", "load_wav", "log_spectral_distance", "mel_power", "mel_to_linear",
-           "read_wav", "resample", "save_spectrograms", "save_wav", "spectral_convergence", "stft_magnitude",
+           "read_wav", "resample", "resample_clips", "save_spectrograms", "save_wav", "spectral_convergence", "stft_magnitude",
            "task_mask", "to_mono", "to_power", "trim_silence"]

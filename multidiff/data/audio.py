@@ -150,21 +150,17 @@ def _read_clip(path: Path, trim_db: float = 40.0) -> Tensor:
 def _read_clips(paths: list[Path], trim_db: float = 40.0) -> list[Tensor]:
     """Mono clips at ``BUILD_RATE``, trimmed of silence. Files of one rate are resampled together
     (zero-padded to one length, then cut back), so the resampling kernel is built once per rate."""
-    from ..adapters.audio import read_wav, resample, to_mono, trim_silence
+    from ..adapters.audio import read_wav, resample_clips, to_mono, trim_silence
 
     loaded = [read_wav(p) for p in paths]
     clips: list[Tensor | None] = [None] * len(paths)
     by_rate = {}
     for i, (_, rate) in enumerate(loaded):
         by_rate.setdefault(rate, []).append(i)
-    chunks = [(rate, index[k:k + 256]) for rate, index in sorted(by_rate.items()) for k in range(0, len(index), 256)]
-    for rate, index in chunks:
-        waves = [to_mono(loaded[i][0]) for i in index]
-        longest = max(len(w) for w in waves)
-        batch = torch.stack([torch.nn.functional.pad(w, (0, longest - len(w))) for w in waves])  # (n, T)
-        batch = resample(batch, rate, BUILD_RATE)
-        for i, w, row in zip(index, waves, batch):
-            clips[i] = trim_silence(row[: round(len(w) * BUILD_RATE / rate)], trim_db).clamp(-1, 1).contiguous()
+    for rate, index in by_rate.items():
+        waves = resample_clips([to_mono(loaded[i][0]) for i in index], rate, BUILD_RATE)
+        for i, wave in zip(index, waves):
+            clips[i] = trim_silence(wave, trim_db).clamp(-1, 1).contiguous()
     return clips
 
 
@@ -426,16 +422,11 @@ def load_wav_folder(root: str | os.PathLike, seed: int = 0) -> AudioDataset:
 def fitted_clips(split: dict, sample_rate: int, spec) -> Tensor:
     """The clips of ``split`` at ``spec.sample_rate``, each fitted to ``spec.clip_samples``
     (:func:`multidiff.adapters.audio.fit_clip`): ``(N, clip_samples)`` float32."""
-    from ..adapters.audio import fit_clip, resample
+    from ..adapters.audio import fit_clip, resample_clips
 
-    clips = []
-    for start in range(0, len(split["audio"]), 256):  # resample in zero-padded batches: one kernel per batch
-        part = split["audio"][start:start + 256]
-        longest = max(len(a) for a in part)
-        batch = resample(torch.stack([torch.nn.functional.pad(a, (0, longest - len(a))) for a in part]),
-                         sample_rate, spec.sample_rate)
-        clips += [fit_clip(row[: round(len(a) * spec.sample_rate / sample_rate)], spec) for a, row in zip(part, batch)]
-    return torch.stack(clips) if clips else torch.zeros(0, spec.clip_samples)
+    if not split["audio"]:
+        return torch.zeros(0, spec.clip_samples)
+    return torch.stack([fit_clip(c, spec) for c in resample_clips(split["audio"], sample_rate, spec.sample_rate)])
 
 
 AUDIO_DATASETS = ("spoken_digits", "notes", "folder")

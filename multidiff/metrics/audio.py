@@ -58,31 +58,28 @@ def build_audio_classifier(dataset: str, directory: str | os.PathLike) -> ImageC
     """Train the classifier of ``dataset`` (spoken_digits or notes) on its training split, measure it on
     the test split (held-out voices / the held-out velocity) and, for digits, on the Asterisk
     recordings, and save it with its spectrogram to ``directory``."""
-    from ..data.audio import load_asterisk_digits, load_audio_dataset
+    from ..data.audio import BUILD_RATE, fitted_clips, load_asterisk_digits, load_audio_dataset
 
     if dataset not in CLASSIFIER_SPECS:
         raise ValueError(f"no audio classifier settings for {dataset!r}; known: {', '.join(CLASSIFIER_SPECS)}")
     spec, training = CLASSIFIER_SPECS[dataset], CLASSIFIER_TRAINING[dataset]
     data = load_audio_dataset(dataset)
-    from ..data.audio import fitted_clips
 
-    def split(part: dict) -> dict:
-        return {"x": classifier_input(fitted_clips(part, data.sample_rate, spec), spec.sample_rate, spec),
-                "label": part["label"]}
+    def inputs(waves: torch.Tensor, labels: torch.Tensor) -> dict:
+        return {"x": classifier_input(waves, spec.sample_rate, spec), "label": labels}
 
-    def round_trip(part: dict) -> dict:
-        waves = fitted_clips(part, data.sample_rate, spec)
-        return {"x": classifier_input(decode(encode(waves, spec), spec), spec.sample_rate, spec),
-                "label": part["label"]}
+    def round_trip(waves: torch.Tensor) -> torch.Tensor:
+        return decode(encode(waves, spec), spec)
 
-    train, test = split(data.train), split(data.test)
+    train_waves, test_waves = (fitted_clips(part, data.sample_rate, spec) for part in (data.train, data.test))
+    train, test = inputs(train_waves, data.train["label"]), inputs(test_waves, data.test["label"])
     augment = ROUND_TRIP_AUGMENT[dataset]
     if augment:
-        extra = round_trip(data.train)
+        extra = inputs(round_trip(train_waves), data.train["label"])
         train = {"x": torch.cat([train["x"], extra["x"]]), "label": torch.cat([train["label"], extra["label"]])}
     start = time.perf_counter()
     model = train_classifier(train, test, data.num_classes, training)
-    test_round_trip = round_trip(data.test)
+    test_round_trip = inputs(round_trip(test_waves), data.test["label"])
     info = {"dataset": dataset, "source": data.info, "spectrogram": spec.to_dict(), "training": asdict(training),
             "round_trip_augment": augment, "train_size": len(train["x"]), "test_size": len(test["x"]),
             "train_accuracy": model.accuracy(train["x"], train["label"]),
@@ -91,7 +88,8 @@ def build_audio_classifier(dataset: str, directory: str | os.PathLike) -> ImageC
     if dataset == "spoken_digits":
         try:
             real = load_asterisk_digits()
-            info["asterisk_accuracy"] = model.accuracy(split(real)["x"], real["label"])
+            real_x = inputs(fitted_clips(real, BUILD_RATE, spec), real["label"])["x"]
+            info["asterisk_accuracy"] = model.accuracy(real_x, real["label"])
             info["asterisk_size"] = len(real["label"])
         except FileNotFoundError as err:
             info["asterisk_accuracy"] = None

@@ -56,9 +56,6 @@ _IMAGE_RECIPES = {
     "fashion_dit": "class-conditional DiT-S/2 (~32M) on Fashion-MNIST 28x28, sized for one GPU",
     "superres": "2x super-resolution of MNIST-5k digits (14x14 -> 28x28), U-Net conditioned on the low-res image",
 }
-for _name, _description in _IMAGE_RECIPES.items():
-    RECIPES[_name] = Recipe(_name, _description, images.CONFIGS[_name], images.train, images.sample,
-                            images.write_samples, images.evaluate, images.inpaint_test)
 
 _AUDIO_RECIPES = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), "
@@ -67,9 +64,10 @@ _AUDIO_RECIPES = {
     "spoken_digits_gpu": "spoken digits at 16 kHz, 64 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
     "notes_gpu": "notes at 16 kHz, 128 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
 }
-for _name, _description in _AUDIO_RECIPES.items():
-    RECIPES[_name] = Recipe(_name, _description, audio.CONFIGS[_name], audio.train, audio.sample,
-                            audio.write_samples, audio.evaluate, audio.inpaint_test)
+for _module, _descriptions in ((images, _IMAGE_RECIPES), (audio, _AUDIO_RECIPES)):
+    for _name, _description in _descriptions.items():
+        RECIPES[_name] = Recipe(_name, _description, _module.CONFIGS[_name], _module.train, _module.sample,
+                                _module.write_samples, _module.evaluate, _module.inpaint_test)
 
 
 def get_recipe(name: str) -> Recipe:

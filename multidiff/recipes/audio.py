@@ -50,8 +50,8 @@ from ..data.audio import AUDIO_DATASETS, AudioDataset, fitted_clips, label_pitch
 from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import (device_of, engine_config, final_loss, guided, label_dropout_loss, loss_weighting, make_schedule,
-                     noise_embedding, seeded_model, threads_of)
+from .common import (config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
+                     loss_weighting, make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
 
 BACKBONES = ("unet1d", "unet2d")
 DEVICES = ("auto", "cpu", "cuda")
@@ -272,7 +272,7 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
         save_pretrained(result.model, {"recipe": config.recipe, "num_classes": data.num_classes,
                                        "class_names": list(data.class_names), **asdict(config)},
                         run_dir, ema=result.ema)
-        num = min(config.num_eval, len(x), len(data.test["audio"]) or config.num_eval)
+        num = min(config.num_eval, len(x))  # as evaluate(): the floor needs as many training clips
         drawn = _draw(result.ema, config, data.num_classes, num=num, seed=0, progress=progress)
         report = _evaluate(config, data, drawn)
     report.update(train_seconds=round(result.seconds, 2), steps=result.step, final_loss=final_loss(run_dir))
@@ -333,16 +333,7 @@ def _draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, se
 
 
 def read_config(run_dir: str | os.PathLike) -> AudioConfig:
-    return _recipe_config(run_dir, load_config(run_dir)["config"])
-
-
-def _recipe_config(run_dir, saved: dict) -> AudioConfig:
-    if saved.get("recipe") not in CONFIGS:
-        raise ValueError(f"{str(run_dir)!r} was written by recipe {saved.get('recipe')!r}, not an audio recipe "
-                         f"({', '.join(CONFIGS)})")
-    cls = CONFIGS[saved["recipe"]]
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in saved.items() if k in known})
+    return config_from_saved(run_dir, load_config(run_dir)["config"], CONFIGS, "an audio")
 
 
 def _run_classes(run_dir) -> list[str]:
@@ -352,11 +343,7 @@ def _run_classes(run_dir) -> list[str]:
 
 def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, AudioConfig]:
     model, saved = from_pretrained(run_dir, device=device)
-    return model, _recipe_config(run_dir, saved)
-
-
-def _sampling_device(config: AudioConfig):
-    return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+    return model, config_from_saved(run_dir, saved, CONFIGS, "an audio")
 
 
 def _check_label_guidance(config: AudioConfig, num_classes: int, label, guidance) -> None:
@@ -381,7 +368,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     config = read_config(run_dir)
     classes = _run_classes(run_dir)
     _check_label_guidance(config, len(classes), label, guidance)
-    model, _ = load_run(run_dir, device=_sampling_device(config))
+    model, _ = load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         drawn = _draw(model, config, len(classes), num=num, seed=seed, label=label, guidance=guidance,
                       sampler=sampler, steps=steps, progress=progress)
@@ -412,7 +399,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     if not 1 <= num <= count:
         raise ValueError(f"inpainting fills held-out clips; num must be in [1, {count}], got {num}")
     spec = config.spectrogram
-    model, _ = load_run(run_dir, device=_sampling_device(config))
+    model, _ = load_run(run_dir, device=sampling_device(config))
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(count, generator=generator)[:num]

@@ -5,6 +5,7 @@ guided denoiser at sampling), and the last logged loss of a run."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -95,3 +96,19 @@ def engine_config(config) -> TrainConfig:
                        log_every=max(1, min(100, config.steps // 10)), checkpoint_every=config.checkpoint_every,
                        sample_every=config.sample_every, autocast=None if config.bf16 else False,
                        compile=config.compile)
+
+
+def config_from_saved(run_dir, saved: dict, configs: dict[str, type], kind: str):
+    """The recipe config a run folder saved (``saved`` = its config.json "config"), rebuilt with the
+    class of its recipe among ``configs``; fields the class no longer has are dropped."""
+    if saved.get("recipe") not in configs:
+        raise ValueError(f"{str(run_dir)!r} was written by recipe {saved.get('recipe')!r}, not {kind} recipe "
+                         f"({', '.join(configs)})")
+    cls = configs[saved["recipe"]]
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+def sampling_device(config) -> str:
+    """Where a saved run samples: CUDA when there is one, unless the run asked for the CPU."""
+    return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"

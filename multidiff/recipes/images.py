@@ -30,7 +30,7 @@ agree with the low-resolution input.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -51,8 +51,8 @@ from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, s
 from ..atomic import atomic_write, atomic_write_json
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import (device_of, engine_config, final_loss, guided, label_dropout_loss, loss_weighting, make_schedule,
-                     noise_embedding, seeded_model, threads_of)
+from .common import (config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
+                     loss_weighting, make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
 
 TASKS = ("generate", "superres")
 BACKBONES = ("unet", "dit")
@@ -323,25 +323,12 @@ def _draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, 
 
 
 def read_config(run_dir: str | os.PathLike) -> ImageConfig:
-    return _recipe_config(run_dir, load_config(run_dir)["config"])
-
-
-def _recipe_config(run_dir, saved: dict) -> ImageConfig:
-    if saved.get("recipe") not in CONFIGS:
-        raise ValueError(f"{str(run_dir)!r} was written by recipe {saved.get('recipe')!r}, not an image recipe "
-                         f"({', '.join(CONFIGS)})")
-    cls = CONFIGS[saved["recipe"]]
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in saved.items() if k in known})
+    return config_from_saved(run_dir, load_config(run_dir)["config"], CONFIGS, "an image")
 
 
 def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, ImageConfig]:
     model, saved = from_pretrained(run_dir, device=device)
-    return model, _recipe_config(run_dir, saved)
-
-
-def _sampling_device(config: ImageConfig):
-    return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+    return model, config_from_saved(run_dir, saved, CONFIGS, "an image")
 
 
 def _check_label(config: ImageConfig, num_classes: int, label: int) -> None:
@@ -370,7 +357,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
             raise ValueError(f"this {config.recipe} run is not class-conditional; guidance needs labels")
     if config.task == "superres" and num > len(data.test["x"]):
         raise ValueError(f"superres samples test images; num must be <= {len(data.test['x'])}, got {num}")
-    model, _ = load_run(run_dir, device=_sampling_device(config))
+    model, _ = load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         return _draw(model, config, data, num=num, seed=seed, label=label, guidance=guidance, sampler=sampler,
                      steps=steps, progress=progress)
@@ -406,7 +393,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = "
                          "unconditionally)")
     sampler = config.sampler if sampler is None else sampler
     steps = config.sample_steps if steps is None else steps
-    model, _ = load_run(run_dir, device=_sampling_device(config))
+    model, _ = load_run(run_dir, device=sampling_device(config))
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data.test["x"]), generator=generator)[:num]
