@@ -127,6 +127,46 @@ class Project:
         return self.fn(_call(self.denoiser, x, sigma, cond))
 
 
+def nearest_rows(x: torch.Tensor, table: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the nearest row of ``table (V, D)`` (squared L2) for each vector along the last
+    axis of ``x (..., D)``: ``(...)`` longs. ``allowed`` (bool, broadcastable to ``(..., V)``)
+    restricts the choice; every position must allow at least one row."""
+    flat = x.reshape(-1, x.shape[-1]).to(table.dtype)  # (N, D)
+    distance = (flat**2).sum(1, keepdim=True) - 2 * flat @ table.T + (table**2).sum(1)[None]  # (N, V)
+    distance = distance.reshape(*x.shape[:-1], table.shape[0])
+    if allowed is not None:
+        allowed = torch.broadcast_to(allowed.to(x.device), distance.shape)
+        if not bool(allowed.any(-1).all()):
+            raise ValueError("allowed forbids every row of the table at some position")
+        distance = distance.masked_fill(~allowed, float("inf"))
+    return distance.argmin(-1)
+
+
+class Clamp:
+    """The clamping trick of Diffusion-LM (Li et al. 2022, Sec. 4.2): replace the x0 estimate
+    by its nearest row of ``table (V, D)`` (vectors along the last axis, squared L2), so each
+    step commits to a point of the table, e.g. the token embeddings. ``allowed`` (bool,
+    broadcastable to ``x.shape[:-1] + (V,)``) restricts the rows per position; clamping acts
+    only at ``sigma <= below`` (None: at every step)."""
+
+    def __init__(self, denoiser, table: torch.Tensor, allowed: torch.Tensor | None = None,
+                 below: float | None = None):
+        if table.ndim != 2:
+            raise ValueError(f"table must be (V, D), got shape {tuple(table.shape)}")
+        self.denoiser, self.table, self.allowed, self.below = denoiser, table, allowed, below
+
+    def __call__(self, x, sigma, cond=None):
+        denoised = _call(self.denoiser, x, sigma, cond)
+        if denoised.shape[-1] != self.table.shape[1]:
+            raise ValueError(f"x has {denoised.shape[-1]} features in its last axis, the table {self.table.shape[1]}")
+        table = self.table.to(denoised.device, denoised.dtype)
+        snapped = table[nearest_rows(denoised.detach(), table, self.allowed)]  # (..., D)
+        if self.below is None:
+            return snapped
+        active = append_dims(batch_sigma(sigma, x) <= self.below, x.ndim)
+        return torch.where(active, snapped, denoised)
+
+
 def clip(lo: float = -1.0, hi: float = 1.0):
     """Static thresholding: clamp x0 to [lo, hi]."""
     return lambda x0: x0.clamp(lo, hi)

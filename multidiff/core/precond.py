@@ -6,15 +6,16 @@
 Each prediction type is a choice of (c_skip, c_out, c_in); ``c_noise`` comes
 from the schedule. Samplers never see which one was used.
 
-==========  =================================  ==============================
-prediction  the backbone predicts               (c_skip, c_out)
-==========  =================================  ==============================
-eps         the noise ``n`` (Ho et al. 2020)    (1, -sigma)
-x0          the clean data                      (0, 1)
-v           ``a n - s x0`` (Salimans & Ho 2022) (1/(1+sigma^2), -sigma/sqrt(1+sigma^2))
-flow        ``n - x0`` (rectified flow)         (1/(1+sigma), -sigma/(1+sigma))
-edm         EDM's F (Karras et al. 2022, T. 1)  (sd^2/(sigma^2+sd^2), sigma sd/sqrt(sigma^2+sd^2))
-==========  =================================  ==============================
+===========  =================================  ==============================
+prediction   the backbone predicts               (c_skip, c_out)
+===========  =================================  ==============================
+eps          the noise ``n`` (Ho et al. 2020)    (1, -sigma)
+x0           the clean data                      (0, 1)
+v            ``a n - s x0`` (Salimans & Ho 2022) (1/(1+sigma^2), -sigma/sqrt(1+sigma^2))
+flow         ``n - x0`` (rectified flow)         (1/(1+sigma), -sigma/(1+sigma))
+edm          EDM's F (Karras et al. 2022, T. 1)  (sd^2/(sigma^2+sd^2), sigma sd/sqrt(sigma^2+sd^2))
+categorical  logits over a codebook's rows       x0 = softmax(F) @ E (see CategoricalPrecond)
+===========  =================================  ==============================
 """
 
 from __future__ import annotations
@@ -105,7 +106,58 @@ class EDMPrecond(Precond):
         return sd2 / (sigma**2 + sd2), sigma * self.sigma_data / norm, 1.0 / norm
 
 
-PRECONDITIONERS = {cls.prediction: cls for cls in (EpsPrecond, X0Precond, VPrecond, FlowPrecond, EDMPrecond)}
+class CategoricalPrecond(Precond):
+    """Data on a finite set of points per position (word embeddings, codebook vectors): the backbone
+    gives, for each position, logits over the ``V`` rows of a codebook ``E (V, D)``, and the denoiser
+    returns their posterior mean ``softmax(F) @ E``. That is the exact form of the ideal denoiser of
+    such data, ``E[x0 | x] = sum_v p(x0_l = E_v | x) E_v`` per position, so the network only has to
+    learn the posterior over the codebook (score interpolation, Dieleman et al. 2022, Sec. 3.2), and
+    cross-entropy on the true rows trains it (:meth:`logits`).
+
+    The codebook is the backbone's ``codebook`` parameter, its rows rescaled to norm ``sigma_data
+    sqrt(D)`` (every coordinate of scale ``sigma_data``); inputs are scaled as EDM's, ``c_in = 1 /
+    sqrt(sigma^2 + sigma_data^2)``. The last axis of x is the codebook's ``D``."""
+
+    prediction = "categorical"
+
+    def __init__(self, backbone, schedule, sigma_data: float | None = None):
+        super().__init__(backbone, schedule)
+        if not isinstance(getattr(backbone, "codebook", None), torch.Tensor):
+            raise ValueError(f"categorical prediction needs a backbone with a codebook (V, D) parameter; "
+                             f"{type(backbone).__name__} has none (Transformer1D: build it with vocab_size > 0)")
+        self.sigma_data = float(schedule.sigma_data if sigma_data is None else sigma_data)
+
+    def options(self):
+        return {"sigma_data": self.sigma_data}
+
+    def coefficients(self, sigma):
+        return torch.zeros_like(sigma), torch.ones_like(sigma), 1.0 / (sigma**2 + self.sigma_data**2).sqrt()
+
+    def table(self) -> torch.Tensor:
+        """The codebook ``E (V, D)`` in data space (rows of norm ``sigma_data sqrt(D)``)."""
+        weight = self.backbone.codebook
+        scale = self.sigma_data * weight.shape[1] ** 0.5
+        return weight * (scale / weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    def logits(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+        """The backbone's logits ``(..., V)`` over the codebook at each position of ``x (..., D)``."""
+        sigma = batch_sigma(sigma, x)
+        c_in = append_dims(self.coefficients(sigma)[2], x.ndim)
+        c_noise = self.schedule.c_noise(sigma)
+        out = self.backbone(x * c_in, c_noise, cond) if cond is not None else self.backbone(x * c_in, c_noise)
+        if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != self.backbone.codebook.shape[0]:
+            raise ValueError(f"backbone returned shape {tuple(out.shape)}, expected {tuple(x.shape[:-1])} + "
+                             f"({self.backbone.codebook.shape[0]},) logits over the codebook")
+        return out
+
+    def forward(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)  # the softmax at least in float32
+        posterior = torch.softmax(self.logits(x, sigma, cond).to(dtype), dim=-1)
+        return (posterior @ self.table().to(dtype)).to(x.dtype)
+
+
+PRECONDITIONERS = {cls.prediction: cls for cls in (EpsPrecond, X0Precond, VPrecond, FlowPrecond, EDMPrecond,
+                                                   CategoricalPrecond)}
 
 
 def make_precond(prediction: str, backbone: nn.Module, schedule: Schedule, **kwargs) -> Precond:

@@ -39,7 +39,7 @@ def seeded_model(build: Callable[[], nn.Module], seed: int, prediction: str, sch
     with torch.random.fork_rng(devices=[]):  # weights are built on the CPU; leave CUDA alone
         torch.manual_seed(seed)
         backbone = build()
-    options = {"sigma_data": sigma_data} if prediction == "edm" else {}
+    options = {"sigma_data": sigma_data} if prediction in ("edm", "categorical") else {}
     return make_precond(prediction, backbone, schedule, **options)
 
 
