@@ -10,10 +10,12 @@ from torch import nn
 
 from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
+from .transformer1d import Transformer1D, Transformer1DConfig
 from .unet1d import UNet1D, UNet1DConfig
 from .unet2d import UNet2D, UNet2DConfig
 
-BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "unet1d": UNet1D, "unet2d": UNet2D, "dit": DiT}
+BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "unet1d": UNet1D, "unet2d": UNet2D, "dit": DiT,
+                                       "transformer1d": Transformer1D}
 
 
 def backbone_to_config(backbone: nn.Module) -> dict:
@@ -38,5 +40,5 @@ def backbone_from_config(config: dict) -> nn.Module:
         raise ValueError(f"bad {name} backbone config {config}: {err}") from None
 
 
-__all__ = ["BACKBONES", "DiT", "DiTConfig", "MLP", "MLPConfig", "UNet1D", "UNet1DConfig", "UNet2D", "UNet2DConfig", "backbone_from_config",
+__all__ = ["BACKBONES", "DiT", "DiTConfig", "MLP", "MLPConfig", "Transformer1D", "Transformer1DConfig", "UNet1D", "UNet1DConfig", "UNet2D", "UNet2DConfig", "backbone_from_config",
            "backbone_to_config"]
