@@ -75,6 +75,9 @@ def main():
       multidiff train toy2d --dataset spiral --out runs/spiral
       multidiff train spoken_digits --out runs/sd
       multidiff sample runs/sd --num 20 --label 7 --out sevens   # sevens.png, .npz, sevens/*.wav
+      multidiff train wordnet --out runs/wn
+      multidiff sample runs/wn --num 20 --keyword river --out river   # river.txt, river.jsonl
+      multidiff infill runs/wn --template "the ___ sat on the ___"
     """
 
 
@@ -125,8 +128,9 @@ def _print_report(report: dict) -> None:
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the data split, initial weights and noise.")
 @click.option("--dataset", help="Dataset of the recipe (toy2d: moons, spiral, 8gaussians, checkerboard; "
-                                 "images: digits, mnist5k, fashion, folder; audio: spoken_digits, notes, folder).")
-@click.option("--device", help="Image and audio recipes: auto (default), cpu or cuda.")
+                                 "images: digits, mnist5k, fashion, folder; audio: spoken_digits, notes, folder; "
+                                 "text: wordnet, wordnet_fortunes, fortunes, file).")
+@click.option("--device", help="Image, audio and text recipes: auto (default), cpu or cuda.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write (default: runs/RECIPE-...-seedSEED).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
@@ -177,18 +181,28 @@ def _check_sampler(sampler: str | None) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output stem: writes OUT.png and OUT.npz (array 'samples'; 'labels' for a class-conditional run); "
                    "audio runs write waveforms (N, T) in OUT.npz with 'sample_rate', spectrograms in OUT.png and "
-                   "one WAV per sample in OUT/.")
+                   "one WAV per sample in OUT/; text runs write OUT.txt (one sentence a line) and OUT.jsonl "
+                   "(tokens, label, control).")
 @click.option("--label", type=click.IntRange(min=0), help="Class-conditional runs: draw only this class.")
 @click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale (default: the run's; "
                                                                "1: none).")
+@click.option("--length", type=click.IntRange(min=1), help="Text runs: sentences of exactly this many tokens.")
+@click.option("--keyword", help="Text runs: sentences that contain this word (gradient guidance by the run's "
+                                "keyword classifier).")
+@click.option("--keyword-scale", type=click.FloatRange(min=0),
+              help="Text runs: the keyword guidance scale (default: the run's; 1 / Diffusion-LM's fluency weight).")
 @_run_options
-def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
+def sample(run_dir, num, out, label, guidance, length, keyword, keyword_scale, sampler, steps, seed, progress):
     """Draw samples from the trained run in RUN_DIR."""
     from .recipes import recipe_of_run
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    extra = {key: value for key, value in (("label", label), ("guidance", guidance)) if value is not None}
+    extra = {key: value for key, value in (("label", label), ("guidance", guidance), ("length", length),
+                                           ("keyword", keyword), ("keyword_scale", keyword_scale))
+             if value is not None}
+    if {"length", "keyword", "keyword_scale"} & set(extra) and recipe.infill is None:
+        raise click.UsageError(f"--length and --keyword are text controls; recipe {recipe.name!r} does not take them")
     samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
                             **extra)
     _write_samples(recipe, samples, out, run_dir)
@@ -201,7 +215,8 @@ def sample(run_dir, num, out, label, guidance, sampler, steps, seed, progress):
 @click.option("--region", default=None,
               help="The hole. Images: left, right, top, bottom (halves; default bottom), center (a square of half "
                    "the side) or random-box (one box per image). Audio: continue (default; keep the first half of "
-                   "the frames, generate the rest) or gap (fill the middle third).")
+                   "the frames, generate the rest) or gap (fill the middle third). Text: random (default; a third "
+                   "of the words), middle (the middle third) or end (the words after the first half).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output stem: OUT.png (rows: input with the hole black, filled, original) and OUT.npz "
                    "(samples, masked, reference, mask, labels); audio runs also write OUT/ with one WAV per clip.")
@@ -219,16 +234,44 @@ def inpaint(run_dir, num, region, out, label, guidance, reconstruction_scale, sa
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
     if recipe.inpaint is None:
-        raise click.UsageError(f"recipe {recipe.name!r} does not inpaint (image and audio recipes do)")
+        raise click.UsageError(f"recipe {recipe.name!r} does not inpaint (image, audio and text recipes do)")
     filled = recipe.inpaint(run_dir, num=num, region=region, label=label, guidance=guidance,
                             reconstruction_scale=reconstruction_scale, sampler=sampler, steps=steps, seed=seed,
                             progress=_progress(progress))
     _write_samples(recipe, filled, out, run_dir)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--template", "-t", required=True,
+              help='Text with blanks, e.g. "the ___ sat on the ___": each ___ is one generated token; the other '
+                   'words stay, and the sentence ends where the template ends.')
+@click.option("--num", "-n", type=click.IntRange(min=1), default=5, show_default=True, help="Completions to draw.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output stem: OUT.txt and OUT.jsonl (default: print the completions only).")
+@click.option("--label", type=click.IntRange(min=0), help="Style-conditional runs: complete in this style.")
+@click.option("--guidance", type=click.FloatRange(min=0), help="With --label: the guidance scale (default: the run's).")
+@_run_options
+def infill(run_dir, template, num, out, label, guidance, sampler, steps, seed, progress):
+    """Fill the blanks of a sentence template with the text run in RUN_DIR."""
+    from .recipes import recipe_of_run
+
+    _check_sampler(sampler)
+    recipe = recipe_of_run(run_dir)
+    if recipe.infill is None:
+        raise click.UsageError(f"recipe {recipe.name!r} does not fill templates (text recipes do)")
+    filled = recipe.infill(run_dir, template, num=num, label=label, guidance=guidance, sampler=sampler, steps=steps,
+                           seed=seed, progress=_progress(progress))
+    for text in filled["text"]:
+        click.echo(text)
+    if out is not None:
+        _write_samples(recipe, filled, out, run_dir)
+
+
 def _write_samples(recipe, drawn, out: Path, run_dir: Path) -> None:
-    """The recipe's picture and arrays of ``drawn`` at stem ``out`` (a .png or .npz suffix is dropped)."""
-    stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
+    """The recipe's picture and arrays of ``drawn`` at stem ``out`` (a .png, .npz, .txt or .jsonl suffix
+    is dropped)."""
+    stem = out.with_suffix("") if out.suffix in (".png", ".npz", ".txt", ".jsonl") else out
     for path in recipe.write_samples(drawn, stem, run_dir):
         click.echo(f"wrote {path}")
 

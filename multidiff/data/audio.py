@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cache import cache_dir as shared_cache_dir
+
 Tensor = torch.Tensor
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -88,8 +90,7 @@ class AudioDataset:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MULTIDIFF_CACHE") or Path.home() / ".cache" / "multidiff"
-    return Path(root) / "audio"
+    return shared_cache_dir("audio")
 
 
 def _need(program: str, package: str) -> str:

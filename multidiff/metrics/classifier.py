@@ -38,8 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .frechet import frechet_distance
+from ..data.cache import cache_dir as shared_cache_dir
 from ..runtime import cpu_threads
+from .frechet import frechet_distance
 
 FORMAT_VERSION = 1
 KIND = "multidiff-image-classifier"
@@ -51,8 +52,7 @@ BUNDLED_DIR = Path(__file__).resolve().parents[2] / "datasets" / "classifiers"
 def cache_dir() -> Path:
     """Where classifiers trained on demand are kept: ``$MULTIDIFF_CACHE/classifiers``
     (default ``~/.cache/multidiff/classifiers``)."""
-    root = os.environ.get("MULTIDIFF_CACHE") or Path.home() / ".cache" / "multidiff"
-    return Path(root) / "classifiers"
+    return shared_cache_dir("classifiers")
 
 
 # ---------------------------------------------------------------- the network

@@ -17,9 +17,11 @@ Every recipe offers
 ``evaluate``       ``evaluate(run_dir, *, num=None, sampler=None, steps=None,
                    seed=0, progress=False, guidance=None) -> dict``
                    (JSON-able metrics)
-``inpaint``        image and audio recipes (else None): ``inpaint(run_dir, *,
-                   num, region, label, guidance, reconstruction_scale, ...)``
+``inpaint``        image, audio and text recipes (else None): ``inpaint(run_dir,
+                   *, num, region, label, guidance, reconstruction_scale, ...)``
                    (``region=None``: the recipe's default hole)
+``infill``         text recipes (else None): ``infill(run_dir, template, *,
+                   num, ...)`` fills a template's ``___`` blanks
 =================  ===========================================================
 """
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from ..train.checkpoint import load_config
-from . import audio, images, toy2d
+from . import audio, images, text, toy2d
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Recipe:
     write_samples: Callable
     evaluate: Callable
     inpaint: Callable | None = None  # fill holes in held-out data (``multidiff inpaint``)
+    infill: Callable | None = None  # fill a template's blanks (``multidiff infill``)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -64,10 +67,17 @@ _AUDIO_RECIPES = {
     "spoken_digits_gpu": "spoken digits at 16 kHz, 64 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
     "notes_gpu": "notes at 16 kHz, 128 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
 }
-for _module, _descriptions in ((images, _IMAGE_RECIPES), (audio, _AUDIO_RECIPES)):
+_TEXT_RECIPES = {
+    "wordnet": "Diffusion-LM-style text: WordNet example sentences (--dataset wordnet_fortunes: + a fortune style), "
+               "word embeddings learned with a 1-D DiT, length/keyword/style control and infilling, CPU, ~15 min",
+    "wordnet_gpu": "the text recipe at GPU size: WordNet + fortunes styles, 24-token sentences, 12k words, a 1-D DiT "
+                   "(~61M)",
+}
+for _module, _descriptions in ((images, _IMAGE_RECIPES), (audio, _AUDIO_RECIPES), (text, _TEXT_RECIPES)):
     for _name, _description in _descriptions.items():
         RECIPES[_name] = Recipe(_name, _description, _module.CONFIGS[_name], _module.train, _module.sample,
-                                _module.write_samples, _module.evaluate, _module.inpaint_test)
+                                _module.write_samples, _module.evaluate, _module.inpaint_test,
+                                getattr(_module, "infill", None))
 
 
 def get_recipe(name: str) -> Recipe:

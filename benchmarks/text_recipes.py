@@ -1,0 +1,138 @@
+"""Figures of the text domain, written into docs/text.md.
+
+    python benchmarks/text_recipes.py steps --run runs/wn          # metrics at 10, 25 and 100 sampler steps
+    python benchmarks/text_recipes.py examples --run runs/wn       # 20 unedited samples and control examples
+    python benchmarks/text_recipes.py keyword --run runs/wn        # keyword scale sweep: success vs perplexity
+
+``steps``: the run's full evaluation (``multidiff eval``: perplexity beside the
+real-text floor, distinct-n, copies, rounding error, length / keyword / style
+control, infilling, likelihood) with the default sampler at 10, 25 and 100
+steps. Block ``text_steps``.
+
+``examples``: the first 20 samples of seed 0 exactly as drawn, then length,
+keyword, style and template examples. Block ``text_examples``.
+
+``keyword``: keyword success and the samples' perplexity against the guidance
+scale (1 / Diffusion-LM's fluency weight). Block ``text_keyword``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from docblock import write_block  # noqa: E402
+
+DOC = ROOT / "docs" / "text.md"
+COLUMNS = [("perplexity", "perplexity"), ("perplexity_real", "real ppl"), ("perplexity_ratio", "ratio"),
+           ("distinct_1", "dist-1"), ("distinct_2", "dist-2"), ("copy_rate", "copies"),
+           ("rounding_error", "rounding err."), ("length_accuracy", "length exact"),
+           ("keyword_success", "keyword"), ("keyword_success_unguided", "keyword unguided"),
+           ("style_accuracy", "style"), ("infill_accuracy", "infill"), ("nll_bits_per_token", "NLL bits/token"),
+           ("sample_seconds_per_sentence", "s / sentence")]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def steps(run: Path, values: list[int], num: int) -> str:
+    import torch
+
+    from multidiff.recipes import text
+
+    rows = []
+    for k in values:
+        start = time.perf_counter()
+        report = text.evaluate(run, num=num, steps=k)
+        report["wall_seconds"] = time.perf_counter() - start
+        rows.append(report)
+        print(json.dumps(report), flush=True)
+    head = "| steps | " + " | ".join(label for _, label in COLUMNS) + " |\n"
+    head += "| --- " * (len(COLUMNS) + 1) + "|\n"
+    body = "".join(f"| {r['sample_steps']} | " + " | ".join(_fmt(r.get(key, "-")) for key, _ in COLUMNS) + " |\n"
+                   for r in rows)
+    first = rows[0]
+    floor = (f"\nReal-text floors (held-out test sentences): distinct-1 {first['distinct_1_real']:.3g}, distinct-2 "
+             f"{first['distinct_2_real']:.3g}, copies of training sentences {first['copy_rate_real']:.3g}, "
+             f"{first['mean_words_real']:.2f} words a sentence (samples: {first['mean_words']:.2f}); style "
+             f"classifier on real sentences {first.get('style_accuracy_real', float('nan')):.3g}; the trigram "
+             f"model's own held-out cross-entropy {first['ngram_bits_per_token']:.2f} bits/token.\n")
+    meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {torch.get_num_threads()} threads, "
+            f"{platform.processor() or platform.machine()}; run `{run}`.\n")
+    return head + body + floor + meta
+
+
+def examples(run: Path) -> str:
+    from multidiff.recipes import text
+
+    drawn = text.sample(run, num=20, seed=0)
+    out = ["Twenty unedited samples (seed 0, the run's default sampler and steps):\n", "```text"]
+    out += drawn["text"] + ["```", ""]
+    config = text.read_config(run)
+    for title, options in (("exactly 5 words", {"length": 5}), ("exactly 9 words", {"length": 9}),
+                           ("keyword `water`", {"keyword": "water"}), ("keyword `music`", {"keyword": "music"})):
+        drawn = text.sample(run, num=5, seed=1, **options)
+        out += [f"{title}:\n", "```text"] + drawn["text"] + ["```", ""]
+    if config.conditional and config.dataset == "wordnet_fortunes":
+        for label, name in ((0, "WordNet style"), (1, "fortune style")):
+            drawn = text.sample(run, num=5, seed=2, label=label, guidance=3.0)
+            out += [f"{name} (label {label}, guidance 3):\n", "```text"] + drawn["text"] + ["```", ""]
+    for template in ("the ___ sat on the ___", "he ___ the ___ in the morning"):
+        drawn = text.infill(run, template, num=5, seed=3)
+        out += [f"template `{template}`:\n", "```text"] + drawn["text"] + ["```", ""]
+    return "\n".join(out) + "\n"
+
+
+def keyword(run: Path, scales: list[float], num: int) -> str:
+    import torch
+
+    from multidiff.metrics.text import KneserNeyLM, keyword_success
+    from multidiff.recipes import text
+
+    model, config, tokenizer, _, _ = text.load_run(run)
+    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    lm = KneserNeyLM(order=3).fit([t.split() for t in data.splits["train"]["text"]])
+    classifier = text.load_classifier(run, model.schedule, "cpu")
+    keywords = text.keyword_choices(data.splits["train"]["ids"], tokenizer, num, torch.Generator().manual_seed(0))
+    vocabulary = tokenizer.vocabulary()
+    rows = ["| keyword scale | success | perplexity |", "| --- | --- | --- |"]
+    for scale in scales:
+        drawn = text._draw(model, config, tokenizer, data.num_classes, num=num, seed=2, keywords=keywords,
+                           classifier=classifier, keyword_scale=scale)
+        words = [t.split() for t in drawn["text"]]
+        success = keyword_success(words, [vocabulary[k] for k in keywords])
+        rows.append(f"| {scale:g} | {success:.3f} | {lm.perplexity(words):.0f} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows) + f"\n\n{num} keywords (ranks 50-1000), sampler `{config.sampler}`, " \
+                             f"{config.sample_steps} steps; run `{run}`.\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["steps", "examples", "keyword"])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 100])
+    parser.add_argument("--scales", type=float, nargs="+", default=[0, 2, 4, 8, 16, 32])
+    parser.add_argument("--num", type=int, default=500)
+    args = parser.parse_args()
+    if args.task == "steps":
+        write_block(DOC, "text_steps", steps(args.run, args.steps, args.num), append_if_missing=True)
+    elif args.task == "examples":
+        write_block(DOC, "text_examples", examples(args.run), append_if_missing=True)
+    else:
+        write_block(DOC, "text_keyword", keyword(args.run, args.scales, args.num), append_if_missing=True)
+
+
+if __name__ == "__main__":
+    main()
