@@ -659,7 +659,7 @@ def _evaluate(run_dir, config: TextConfig, data: Prepared, model: Precond, *, nu
 
     drawn = _draw(model, config, tokenizer, data.class_prior, num=num, seed=seed, **options)
     samples = words(drawn["text"])
-    report.update(perplexity=lm.perplexity(samples), perplexity_real=lm.perplexity(real),
+    report.update(perplexity=lm.perplexity(samples), perplexity_real=lm.perplexity(test_words),
                   distinct_1=distinct_n(samples, 1), distinct_2=distinct_n(samples, 2),
                   distinct_1_real=distinct_n(real, 1), distinct_2_real=distinct_n(real, 2),
                   copy_rate=copy_rate(samples, train_words), copy_rate_real=copy_rate(real, train_words),
