@@ -95,7 +95,8 @@ def test_simple_loss_is_the_eps_mse():
                           torch.zeros(4), atol=1e-10)
 
 
-@pytest.mark.parametrize("prediction", sorted(PRECONDITIONERS))
+# categorical prediction trains by cross-entropy on its logits, not by a weighted MSE (tests/test_adapter_text.py)
+@pytest.mark.parametrize("prediction", sorted(p for p in PRECONDITIONERS if p != "categorical"))
 @pytest.mark.parametrize("weighting,lam", [
     ("uniform", lambda s: torch.ones_like(s)),
     ("snr", lambda s: s**-2),
@@ -110,6 +111,15 @@ def test_weighted_loss_is_lambda_times_x0_error(prediction, weighting, lam):
     loss = L.denoising_loss(model, x0, sigma, noise=n, weighting=L.WEIGHTINGS[weighting])
     x0_err = ((model(x, sigma) - x0) ** 2).mean(dim=(1, 2))
     assert torch.allclose(loss.double(), lam(sigma) * x0_err, rtol=1e-5)
+
+
+def test_categorical_prediction_refuses_the_mse_loss():
+    from multidiff.backbones import Transformer1D, Transformer1DConfig
+
+    backbone = Transformer1D(Transformer1DConfig.preset("tiny", in_channels=4, length=3, vocab_size=5, out_channels=5))
+    model = make_precond("categorical", backbone, VPLinear())
+    with pytest.raises(ValueError, match="cross-entropy"):
+        L.denoising_loss(model, torch.zeros(2, 3, 4), torch.ones(2))
 
 
 def test_loss_mask_ignores_padding():

@@ -133,6 +133,10 @@ class CategoricalPrecond(Precond):
     def coefficients(self, sigma):
         return torch.zeros_like(sigma), torch.ones_like(sigma), 1.0 / (sigma**2 + self.sigma_data**2).sqrt()
 
+    def raw(self, x, sigma, cond=None):
+        raise ValueError("categorical prediction trains by cross-entropy on its logits (CategoricalPrecond.logits; "
+                         "multidiff.adapters.text.text_loss), not by the weighted MSE of denoising_loss")
+
     def table(self) -> torch.Tensor:
         """The codebook ``E (V, D)`` in data space (rows of norm ``sigma_data sqrt(D)``)."""
         weight = self.backbone.codebook
