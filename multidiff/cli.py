@@ -276,6 +276,31 @@ def _write_samples(recipe, drawn, out: Path, run_dir: Path) -> None:
         click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--episodes", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Episodes in the real environment (random start and goal cells from --seed).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output stem: OUT.png (planned and executed paths) and OUT.json (the figures).")
+@_run_options
+def plan(run_dir, episodes, out, sampler, steps, seed, progress):
+    """Run the trained planner in RUN_DIR in its environment and print its figures as JSON
+    (success rate, mean return, normalised score, beside the baselines)."""
+    from .recipes import recipe_of_run
+
+    _check_sampler(sampler)
+    recipe = recipe_of_run(run_dir)
+    if recipe.plan is None:
+        raise click.UsageError(f"recipe {recipe.name!r} does not plan (the trajectory recipes do)")
+    report = recipe.plan(run_dir, episodes=episodes, seed=seed, sampler=sampler, steps=steps,
+                         progress=_progress(progress))
+    if out is not None:
+        stem = out.with_suffix("") if out.suffix in (".png", ".json") else out
+        for path in recipe.write_plan(report, stem, run_dir):
+            click.echo(f"wrote {path}", err=True)
+    click.echo(json.dumps(getattr(report, "figures", report), indent=2, default=float))
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), help="Samples to draw (default: the run's).")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from ..train.checkpoint import load_config
-from . import audio, images, text, toy2d
+from . import audio, images, text, toy2d, trajectory
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class Recipe:
     evaluate: Callable
     inpaint: Callable | None = None  # fill holes in held-out data (``multidiff inpaint``)
     infill: Callable | None = None  # fill a template's blanks (``multidiff infill``)
+    plan: Callable | None = None  # run the planner in its environment (``multidiff plan``)
+    write_plan: Callable | None = None  # a plan report's picture and JSON
 
 
 RECIPES: dict[str, Recipe] = {
@@ -73,11 +75,20 @@ _TEXT_RECIPES = {
     "wordnet_gpu": "the text recipe at GPU size: WordNet + fortunes styles, 24-token sentences, 12k words, a 1-D DiT "
                    "(~61M)",
 }
-for _module, _descriptions in ((images, _IMAGE_RECIPES), (audio, _AUDIO_RECIPES), (text, _TEXT_RECIPES)):
+_TRAJECTORY_RECIPES = {
+    "pointmaze_umaze": "Diffuser-style trajectory planning on gymnasium-robotics PointMaze U-Maze, temporal U-Net, "
+                       "start and goal by inpainting, CPU",
+    "pointmaze_medium": "trajectory planning on PointMaze Medium, sized for one GPU",
+    "pointmaze_large": "trajectory planning on PointMaze Large, sized for one GPU",
+    "pendulum": "reward-maximising planning on gymnasium Pendulum with value guidance, CPU",
+}
+for _module, _descriptions in ((images, _IMAGE_RECIPES), (audio, _AUDIO_RECIPES), (text, _TEXT_RECIPES),
+                               (trajectory, _TRAJECTORY_RECIPES)):
     for _name, _description in _descriptions.items():
         RECIPES[_name] = Recipe(_name, _description, _module.CONFIGS[_name], _module.train, _module.sample,
                                 _module.write_samples, _module.evaluate, _module.inpaint_test,
-                                getattr(_module, "infill", None))
+                                getattr(_module, "infill", None), getattr(_module, "plan", None),
+                                getattr(_module, "write_plan", None))
 
 
 def get_recipe(name: str) -> Recipe:
