@@ -4,7 +4,8 @@ D4RL's Maze2D data cannot be downloaded here, so :func:`generate_maze_dataset` r
 dataset of the same kind on gymnasium-robotics' ``PointMaze_*-v3`` (MuJoCo), the way D4RL
 collected Maze2D: one scripted controller drives the point towards a goal, and each time
 it gets there a new goal cell is drawn at random, so the data is long continuing motion
-between random goals, not short task episodes.
+between random goals, not short task episodes. For a reward-maximising task it also makes
+mixed-quality Pendulum-v1 data (:func:`generate_pendulum_dataset`, :class:`SwingUpController`).
 
 Data collection (the defaults are the module constants named in brackets):
 
