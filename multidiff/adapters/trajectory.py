@@ -739,17 +739,8 @@ class BCPolicy:
         pass
 
     @torch.no_grad()
-    @torch.no_grad()
-    def inverse_action(self, state: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The action that takes ``state`` to ``target`` next, by the learned inverse dynamics."""
-        s = self.settings
-        pair = np.concatenate([self.normalizer.encode(state, range(s.obs_dim)),
-                               self.normalizer.encode(target, range(s.obs_dim))])
-        out = self.inverse(torch.as_tensor(pair, dtype=torch.float32)[None]).double().numpy()[0]
-        return self.normalizer.decode(out, range(s.obs_dim, s.obs_dim + s.act_dim))
-
     def act(self, obs) -> np.ndarray:
-        """The action for ``obs`` (as the env returned it), planning first when a plan is due."""
+        """The cloned action for ``obs`` (as the env returned it)."""
         s = self.settings
         state, goal = split_observation(obs, s.obs_dim)
         if s.goal_dims and goal is None:
