@@ -49,6 +49,18 @@ def test_recipes_lists_every_recipe():
     assert [line.split()[0] for line in result.output.splitlines()] == list(RECIPES)
 
 
+def test_recipe_scripts_train_registered_recipes():
+    """Each script in recipes/ is ``multidiff train NAME`` for a registered NAME, named after it."""
+    import re
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        names = re.findall(r'main\(\["train", "(\w+)"', script.read_text())
+        assert names == [script.stem] and script.stem in RECIPES, script
+
+
 def test_train_writes_a_run_and_reports_metrics(run_dir):
     for name in ("config.json", "model.safetensors", "ema.safetensors", "samples.png", "eval.json"):
         assert (run_dir / name).is_file()

@@ -1,0 +1,165 @@
+"""Figures of the RL domain, written into docs/rl.md.
+
+    python benchmarks/rl_recipes.py plan --run runs/um --name umaze          # planner and baselines, 50 episodes
+    python benchmarks/rl_recipes.py steps --run runs/um                      # success against sampler steps
+    python benchmarks/rl_recipes.py plan --run runs/pendulum --name pendulum --episodes 20 \
+        --variant guidance_scale=0.03 --variant guidance_scale=0 --variant num_plans=1,guidance_scale=0
+
+``plan``: ``multidiff plan RUN`` (the run's own sampler and steps) beside the
+data-collecting controller, a random policy and behaviour cloning, on the same
+episodes; with ``--variant`` once per change of the planner's settings. Writes block
+``rl_NAME`` and, for a maze, the picture of planned and executed paths to
+docs/img/rl_NAME.png.
+
+``steps``: the planner's success, normalised score, wall time and denoiser
+calls of one plan at 8, 16, 32 and 64 sampler steps (Diffuser's Maze2D
+configuration samples each plan with 256 DDPM steps). Block ``rl_steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from docblock import write_block  # noqa: E402
+
+DOC = ROOT / "docs" / "rl.md"
+IMG = ROOT / "docs" / "img"
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _machine() -> str:
+    import torch
+
+    return f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+
+
+def _with_settings(run: Path, **changes):
+    """A temporary copy of ``run`` whose saved planner settings take ``changes``."""
+    tmp = Path(tempfile.mkdtemp(prefix="rl-bench-"))
+    copy = tmp / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    saved = json.loads((copy / "config.json").read_text())
+    saved["config"]["planner"].update(changes)
+    (copy / "config.json").write_text(json.dumps(saved))
+    return copy
+
+
+def _variant(text: str) -> dict:
+    """``"num_plans=1,guidance_scale=0"`` -> planner settings to change."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        out[key.strip()] = json.loads(value)
+    return out
+
+
+def plan_table(run: Path, name: str, episodes: int, variants: list[dict]) -> str:
+    from multidiff.recipes import trajectory
+
+    reports = []
+    for changes in variants or [{}]:
+        report = trajectory.plan(_with_settings(run, **changes) if changes else run, episodes=episodes, seed=0)
+        reports.append((changes, report))
+        print(json.dumps(dict(report)), flush=True)
+    first = reports[0][1]
+    maze = first.get("success_rate") is not None
+    head = ["policy", "success" if maze else None, "mean return", "normalised score",
+            "steps to success" if maze else None]
+    head = [h for h in head if h]
+    rows = []
+
+    def row(label, figures):
+        cells = [label]
+        if maze:
+            cells.append(_fmt(figures["success_rate"]))
+        cells += [_fmt(figures["mean_return"], 4), _fmt(figures["normalised_score"], 4)]
+        if maze:
+            cells.append(_fmt(figures.get("mean_steps_to_success"), 4))
+        rows.append(cells)
+
+    for changes, report in reports:
+        label = f"diffusion planner (`{report['sampler']}`, {report['sample_steps']} steps"
+        if report.get("guidance_scale") is not None:  # a run with a value model
+            plans = (f"{report['num_plans']} plans ranked by value" if report["num_plans"] > 1 else
+                     "1 plan, no ranking")
+            label += f", {plans}, value guidance {report['guidance_scale']:g}"
+        row(f"**{label})**", report)
+    for key, label in (("reference", "data-collecting controller (reference)"),
+                       ("bc", "behaviour cloning (MLP, same data)"), ("random", "random policy")):
+        if key in first:
+            row(label, first[key])
+    text = "| " + " | ".join(head) + " |\n" + "| --- " * len(head) + "|\n"
+    text += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    saved = trajectory.read_config(run)
+    changed = {k: v for k, v in asdict(saved).items() if v != getattr(type(saved)(), k) and k != "out"}
+    replanning = (f"replanning every {first['replan_every']} steps" if first["replan_every"] else
+                  "one plan per goal, tracked open loop")
+    text += (f"\n`{first['env_id']}`, {episodes} episodes of at most {first['max_steps']} steps (seed 0, the same "
+             f"starts for every policy); tracking `{first['tracking']}`, {replanning}, {first['num_plans']} plan(s) "
+             f"sampled at once; one plan {first['plan_seconds']:.3f} s with {first['denoiser_calls_per_plan']:.0f} "
+             f"denoiser calls, {first['plans_per_episode']:.1f} plans an episode. Trained with `{saved.recipe}`'s "
+             f"defaults{''.join(f', {k}={v}' for k, v in changed.items())}; {_machine()}; run `{run}`.\n")
+    picture = run / "plan.png"
+    if maze and picture.exists():
+        IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(picture, IMG / f"rl_{name}.png")
+        text += f"\n![planned (dashed) and executed (solid) paths](img/rl_{name}.png)\n"
+    return text
+
+
+def steps_table(run: Path, values: list[int], episodes: int) -> str:
+    from multidiff.recipes import trajectory
+
+    rows = ["| sampler steps | denoiser calls / plan | success | normalised score | one plan (s) |",
+            "| --- | --- | --- | --- | --- |"]
+    sampler = None
+    for k in values:
+        report = trajectory.plan(run, episodes=episodes, seed=0, steps=k)
+        sampler = report["sampler"]
+        success = report["success_rate"]
+        rows.append(f"| {k} | {report['denoiser_calls_per_plan']:.0f} | "
+                    f"{'-' if success is None else f'{success:.2f}'} | {_fmt(report['normalised_score'], 4)} | "
+                    f"{report['plan_seconds']:.3f} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows) + (f"\n\nSampler `{sampler}` on its default grid, {episodes} episodes (seed 0); "
+                              f"{_machine()}; run `{run}`.\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["plan", "steps"])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--name", default="umaze", help="plan: the block and picture name (rl_NAME)")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--variant", action="append", type=_variant, default=[],
+                        help="plan: planner settings to compare, e.g. 'guidance_scale=0' or 'num_plans=1,"
+                             "guidance_scale=0' (repeat for more rows; none: the run's own)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[8, 16, 32, 64])
+    args = parser.parse_args()
+    if args.task == "plan":
+        write_block(DOC, f"rl_{args.name}", plan_table(args.run, args.name, args.episodes, args.variant),
+                    append_if_missing=True)
+    else:
+        write_block(DOC, "rl_steps", steps_table(args.run, args.steps, args.episodes), append_if_missing=True)
+
+
+if __name__ == "__main__":
+    main()
