@@ -140,3 +140,47 @@ def test_loss_rejects_bad_sigma_shape():
     x0, n, sigma, _ = _data()
     with pytest.raises(ValueError, match="sigma must have shape"):
         L.denoising_loss(EpsPrecond(Fixed(n), VPLinear()), x0, sigma[:2])
+
+
+def test_self_conditioned_categorical_reads_the_previous_estimate_and_its_wrapper_feeds_it():
+    from multidiff.backbones import Transformer1D, Transformer1DConfig
+    from multidiff.core.guidance import SelfConditioning
+    from multidiff.core.samplers import SAMPLERS, default_sigmas, sample
+
+    config = Transformer1DConfig.preset("tiny", in_channels=4, length=3, vocab_size=5, out_channels=5,
+                                        extra_channels=4)
+    torch.manual_seed(0)
+    backbone = Transformer1D(config)
+    nn.init.normal_(backbone.final.weight)  # not the zero init: outputs depend on the input
+    model = make_precond("categorical", backbone, EDM(sigma_data=0.5), sigma_data=0.5, self_condition=True)
+    assert model.options() == {"sigma_data": 0.5, "self_condition": True}
+    x, sigma = torch.randn(2, 3, 4), torch.tensor([0.3, 2.0])
+    with torch.no_grad():
+        plain, zeros = model(x, sigma), model(x, sigma, previous=torch.zeros_like(x))
+        other = model(x, sigma, previous=torch.randn_like(x))
+    assert torch.equal(plain, zeros) and not torch.allclose(plain, other)  # None reads as zeros
+    with pytest.raises(ValueError, match="extra input channels"):
+        make_precond("categorical", Transformer1D(Transformer1DConfig.preset(
+            "tiny", in_channels=4, length=3, vocab_size=5, out_channels=5)), EDM(), self_condition=True)
+
+    fed = []
+
+    def spy(x, sigma, cond=None, previous=None):
+        fed.append(None if previous is None else previous.clone())
+        return model.forward(x, sigma, cond, previous)
+
+    wrapped, returned = SelfConditioning(spy), []
+    for method in ("euler", "heun", "unipc", "dpmpp_3m"):
+        fed.clear(), returned.clear()
+        sigmas = default_sigmas(model.schedule, 4, method)
+
+        def watch(x, s, cond=None):
+            returned.append(wrapped(x, s, cond))
+            return returned[-1]
+
+        with torch.no_grad():
+            sample(watch, torch.randn(2, 3, 4) * sigmas[0], sigmas, method)
+        assert fed[0] is None and len(fed) == SAMPLERS[method].nfe(4), method  # a new run starts afresh
+        assert all(torch.equal(f, r) for f, r in zip(fed[1:], returned[:-1])), method
+    wrapped(torch.randn(5, 3, 4), torch.tensor(0.1))
+    assert fed[-1] is None  # another batch shape: afresh

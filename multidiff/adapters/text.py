@@ -252,7 +252,9 @@ def text_loss(model, batch: dict, generator: torch.Generator, *, weighting, sigm
     labels dropped to ``null_class`` with probability ``dropout`` (classifier-free guidance).
 
     A model with ``categorical`` prediction: the cross-entropy of its posterior over the table at the
-    noisy embeddings (CDCD), averaged over positions. Any other: Diffusion-LM's end-to-end objective,
+    noisy embeddings (CDCD), averaged over positions; a self-conditioned one gets, for a random half
+    of the batch, its own (gradient-free) x0 estimate at the same noisy embeddings as ``previous``,
+    zeros for the other half (Chen et al. 2023). Any other: Diffusion-LM's end-to-end objective,
     the denoising loss of ``E[ids]`` under ``weighting`` plus the rounding term."""
     ids, cond = batch["x"], batch.get("cond")
     table = token_table(model, sigma_data)
@@ -266,7 +268,16 @@ def text_loss(model, batch: dict, generator: torch.Generator, *, weighting, sigm
     if getattr(model, "prediction", None) == "categorical":  # cross-entropy of the posterior over the table
         noise = torch.randn(x0.shape, generator=generator, device=getattr(generator, "device", None)).to(x0)
         x = x0 + sigma.to(x0.dtype)[:, None, None] * noise
-        logits = model.logits(x, sigma.to(x0.dtype), cond)  # (B, L, V)
+        previous = None
+        if getattr(model, "self_condition", False):  # half the batch sees the model's own estimate at x
+            use = torch.rand(ids.shape[0], generator=generator, device=getattr(generator, "device", None)) < 0.5
+            use = use.to(x.device)
+            previous = torch.zeros_like(x)
+            if bool(use.any()):
+                with torch.no_grad():  # only for the half that reads it
+                    part = None if cond is None else cond[use]
+                    previous[use] = model(x[use], sigma.to(x0.dtype)[use], part).to(x)
+        logits = model.logits(x, sigma.to(x0.dtype), cond, previous)  # (B, L, V)
         return F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none").mean(1)
     loss = denoising_loss(model, x0, sigma, weighting=weighting, cond=cond, generator=generator)
     if learn_embeddings:

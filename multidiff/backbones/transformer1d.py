@@ -19,7 +19,9 @@ zero, so an untrained model returns 0 and each block starts as the identity.
 ``(vocab_size, in_channels)``: the table a token domain diffuses over, learned
 with the denoiser (Diffusion-LM's end-to-end training) and saved with its
 weights. ``forward`` never reads it; the domain's adapter does (embedding
-tokens, rounding, clamping).
+tokens, rounding, clamping). ``extra_channels`` widens the input beyond
+``in_channels`` (the features are concatenated per position before the
+up-projection): self-conditioning feeds the previous x0 estimate there.
 """
 
 from __future__ import annotations
@@ -54,10 +56,11 @@ class Transformer1DConfig:
     embedding: str = "fourier"  # "fourier" for c_noise of order one, "positional" for DDPM timesteps
     fourier_scale: float = 1.0
     vocab_size: int = 0  # > 0: carry a token table (vocab_size, in_channels) for the adapter
+    extra_channels: int = 0  # input features per position beyond in_channels (self-conditioning's x0 estimate)
 
     def __post_init__(self):
         check_positive(self, "in_channels", "length", "hidden_size", "depth", "num_heads")
-        check_non_negative(self, "num_classes", "context_dim", "vocab_size")
+        check_non_negative(self, "num_classes", "context_dim", "vocab_size", "extra_channels")
         check_dropout(self)
         if self.out_channels is not None:
             check_positive(self, "out_channels")
@@ -100,7 +103,8 @@ class Transformer1D(nn.Module):
         self.config = config
         dim = config.hidden_size
         self.token_embedding = nn.Embedding(config.vocab_size, config.in_channels) if config.vocab_size else None
-        self.input = nn.Sequential(nn.Linear(config.in_channels, dim), nn.Tanh(), nn.Linear(dim, dim))
+        self.input = nn.Sequential(nn.Linear(config.in_channels + config.extra_channels, dim), nn.Tanh(),
+                                   nn.Linear(dim, dim))
         if config.positions == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, config.length, dim))
         else:  # fixed, so not saved: rebuilt from the config on load
@@ -145,9 +149,10 @@ class Transformer1D(nn.Module):
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
         config = self.config
-        if x_in.ndim != 3 or tuple(x_in.shape[1:]) != (config.length, config.in_channels):
-            raise ValueError(f"Transformer1D expects x of shape (B, {config.length}, {config.in_channels}) "
-                             f"(length, in_channels), got {tuple(x_in.shape)}")
+        channels = config.in_channels + config.extra_channels
+        if x_in.ndim != 3 or tuple(x_in.shape[1:]) != (config.length, channels):
+            raise ValueError(f"Transformer1D expects x of shape (B, {config.length}, {channels}) "
+                             f"(length, in_channels + extra_channels), got {tuple(x_in.shape)}")
         parts = split_cond(cond, x_in, num_classes=config.num_classes, context_dim=config.context_dim,
                            cond_channels=0, owner="Transformer1D")
         c = F.silu(self.embed(noise_input(c_noise, x_in.shape[0]).to(x_in.device), parts.labels))  # (B, D)

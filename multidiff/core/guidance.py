@@ -167,6 +167,30 @@ class Clamp:
         return torch.where(active, snapped, denoised)
 
 
+class SelfConditioning:
+    """Feed a self-conditioned model its own previous x0 estimate (Chen et al. 2023, "Analog
+    Bits"): ``model(x, sigma, cond, previous=last)``, where ``last`` is what this wrapper returned
+    at its previous call. Wrap the model itself, inside every other wrapper, so any sampler
+    drives it. A call at a higher sigma than the previous one (a new sampling run), or with
+    another shape, starts afresh with ``previous=None``; :meth:`reset` does so by hand."""
+
+    def __init__(self, model):
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        self._last, self._sigma = None, None
+
+    def __call__(self, x, sigma, cond=None):
+        level = float(torch.as_tensor(sigma).max())
+        fresh = self._last is None or self._last.shape != x.shape or level > self._sigma
+        previous = None if fresh else self._last
+        out = self.model(x, sigma, previous=previous) if cond is None else self.model(x, sigma, cond,
+                                                                                      previous=previous)
+        self._last, self._sigma = out.detach(), level
+        return out
+
+
 def clip(lo: float = -1.0, hi: float = 1.0):
     """Static thresholding: clamp x0 to [lo, hi]."""
     return lambda x0: x0.clamp(lo, hi)

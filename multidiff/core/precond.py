@@ -116,19 +116,31 @@ class CategoricalPrecond(Precond):
 
     The codebook is the backbone's ``codebook`` parameter, its rows rescaled to norm ``sigma_data
     sqrt(D)`` (every coordinate of scale ``sigma_data``); inputs are scaled as EDM's, ``c_in = 1 /
-    sqrt(sigma^2 + sigma_data^2)``. The last axis of x is the codebook's ``D``."""
+    sqrt(sigma^2 + sigma_data^2)``. The last axis of x is the codebook's ``D``.
+
+    ``self_condition=True`` (Chen et al. 2023, "Analog Bits"; CDCD): the backbone also reads an
+    earlier x0 estimate ``previous`` (divided by ``sigma_data``; zeros when None) as ``D`` more
+    input features per position (Transformer1D's ``extra_channels``). Training feeds it the
+    model's own estimate at the same x half of the time (``multidiff.adapters.text.text_loss``);
+    sampling feeds the last step's (:class:`multidiff.core.guidance.SelfConditioning`). With
+    ``previous=None`` it is an ordinary denoiser (used for likelihoods)."""
 
     prediction = "categorical"
 
-    def __init__(self, backbone, schedule, sigma_data: float | None = None):
+    def __init__(self, backbone, schedule, sigma_data: float | None = None, self_condition: bool = False):
         super().__init__(backbone, schedule)
         if not isinstance(getattr(backbone, "codebook", None), torch.Tensor):
             raise ValueError(f"categorical prediction needs a backbone with a codebook (V, D) parameter; "
                              f"{type(backbone).__name__} has none (Transformer1D: build it with vocab_size > 0)")
         self.sigma_data = float(schedule.sigma_data if sigma_data is None else sigma_data)
+        self.self_condition = bool(self_condition)
+        extra = getattr(getattr(backbone, "config", None), "extra_channels", 0)
+        if self.self_condition and extra != backbone.codebook.shape[1]:
+            raise ValueError(f"self-conditioning needs a backbone reading {backbone.codebook.shape[1]} extra input "
+                             f"channels (the x0 estimate), this one reads {extra} (Transformer1D: extra_channels)")
 
     def options(self):
-        return {"sigma_data": self.sigma_data}
+        return {"sigma_data": self.sigma_data, **({"self_condition": True} if self.self_condition else {})}
 
     def coefficients(self, sigma):
         return torch.zeros_like(sigma), torch.ones_like(sigma), 1.0 / (sigma**2 + self.sigma_data**2).sqrt()
@@ -143,20 +155,27 @@ class CategoricalPrecond(Precond):
         scale = self.sigma_data * weight.shape[1] ** 0.5
         return weight * (scale / weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
-    def logits(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
-        """The backbone's logits ``(..., V)`` over the codebook at each position of ``x (..., D)``."""
+    def logits(self, x: torch.Tensor, sigma, cond=None, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's logits ``(..., V)`` over the codebook at each position of ``x (..., D)``
+        (``previous``: an earlier x0 estimate, read only by a self-conditioned model)."""
         sigma = batch_sigma(sigma, x)
         c_in = append_dims(self.coefficients(sigma)[2], x.ndim)
         c_noise = self.schedule.c_noise(sigma)
-        out = self.backbone(x * c_in, c_noise, cond) if cond is not None else self.backbone(x * c_in, c_noise)
+        x_in = x * c_in
+        if self.self_condition:
+            if previous is not None and previous.shape != x.shape:
+                raise ValueError(f"previous estimate of shape {tuple(previous.shape)} for x of {tuple(x.shape)}")
+            prior = torch.zeros_like(x_in) if previous is None else previous.to(x_in) / self.sigma_data
+            x_in = torch.cat([x_in, prior], dim=-1)
+        out = self.backbone(x_in, c_noise, cond) if cond is not None else self.backbone(x_in, c_noise)
         if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != self.backbone.codebook.shape[0]:
             raise ValueError(f"backbone returned shape {tuple(out.shape)}, expected {tuple(x.shape[:-1])} + "
                              f"({self.backbone.codebook.shape[0]},) logits over the codebook")
         return out
 
-    def forward(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, cond=None, previous: torch.Tensor | None = None) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)  # the softmax at least in float32
-        posterior = torch.softmax(self.logits(x, sigma, cond).to(dtype), dim=-1)
+        posterior = torch.softmax(self.logits(x, sigma, cond, previous).to(dtype), dim=-1)
         return (posterior @ self.table().to(dtype)).to(x.dtype)
 
 

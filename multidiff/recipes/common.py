@@ -33,13 +33,14 @@ def noise_embedding(schedule) -> str:
 
 
 def seeded_model(build: Callable[[], nn.Module], seed: int, prediction: str, schedule,
-                 sigma_data: float) -> Precond:
+                 sigma_data: float, **options) -> Precond:
     """``build()``'s backbone, initialised from ``seed`` alone (the global RNG is left as it was),
-    wrapped in the ``prediction`` preconditioning."""
+    wrapped in the ``prediction`` preconditioning (with ``options``, e.g. ``self_condition``)."""
     with torch.random.fork_rng(devices=[]):  # weights are built on the CPU; leave CUDA alone
         torch.manual_seed(seed)
         backbone = build()
-    options = {"sigma_data": sigma_data} if prediction in ("edm", "categorical") else {}
+    if prediction in ("edm", "categorical"):
+        options["sigma_data"] = sigma_data
     return make_precond(prediction, backbone, schedule, **options)
 
 
@@ -72,8 +73,7 @@ def guided(model: Precond, num_classes: int, guidance: float):
     ``num_classes`` (the model itself when ``guidance == 1``)."""
     if guidance == 1.0:
         return model
-    null = torch.tensor([num_classes], device=next(model.parameters()).device)
-    return ClassifierFreeGuidance(model, guidance, null)
+    return ClassifierFreeGuidance(model, guidance, torch.tensor([num_classes]))  # moved to cond's device
 
 
 def device_of(config) -> str | None:

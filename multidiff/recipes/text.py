@@ -52,7 +52,7 @@ from ..adapters.text import (TOKENIZERS, TextTokenizer, embed, length_control, m
                              parse_template, round_to_tokens, rounding_error, text_loss, token_table)
 from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..backbones import Transformer1D, Transformer1DConfig, backbone_from_config, backbone_to_config
-from ..core.guidance import Clamp, GradientGuidance
+from ..core.guidance import Clamp, GradientGuidance, SelfConditioning
 from ..core.inpainting import sample_inpaint
 from ..core.likelihood import ode_log_likelihood
 from ..core.losses import WEIGHTINGS
@@ -114,6 +114,7 @@ class TextConfig:
     # sampling and evaluation
     sampler: str = "unipc"
     sample_steps: int = 25
+    self_condition: bool = False  # categorical only: the model also reads its previous x0 estimate
     clamp: bool = False  # the clamping trick (snap each x0 estimate to the table)
     clamp_below: float = 0.0  # clamp only at sigma <= this (0: at every step)
     keyword_scale: float = 3.0  # keyword guidance scale (1 / fluency weight)
@@ -147,6 +148,8 @@ class TextConfig:
                              f"{self.label_dropout}, {self.ema_decay}, {self.guidance}")
         if self.keyword_scale < 0:
             raise ValueError(f"keyword_scale must be >= 0, got {self.keyword_scale}")
+        if self.self_condition and self.prediction != "categorical":
+            raise ValueError(f"self_condition needs prediction=categorical, got {self.prediction!r}")
         if self.dataset == "file" and not self.data_root:
             raise ValueError("the file dataset needs data_root=FILE (a UTF-8 text file, one sentence a line)")
         if self.tokenizer == "minilm" and self.embed_dim != 384:
@@ -250,9 +253,11 @@ def build_model(config: TextConfig, tokenizer: TextTokenizer, num_classes: int) 
         options["hidden_size"] = config.width
     if config.depth:
         options["depth"] = config.depth
+    if config.self_condition:
+        options["extra_channels"] = config.embed_dim
     backbone_config = Transformer1DConfig.preset(config.preset, **options)
     model = seeded_model(lambda: Transformer1D(backbone_config), config.seed, config.prediction, schedule,
-                         config.sigma_data)
+                         config.sigma_data, **({"self_condition": True} if config.self_condition else {}))
     if config.tokenizer == "minilm":
         with torch.no_grad():
             model.backbone.token_embedding.weight.copy_(minilm_embeddings(tokenizer.pieces))
@@ -429,7 +434,7 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
         table = token_table(model, config.sigma_data).detach()
     vocab = table.shape[0]
     out: dict = {"control": [{} for _ in range(num)]}
-    denoiser, cond = model, None
+    denoiser, cond = (SelfConditioning(model) if getattr(model, "self_condition", False) else model), None
     prior = torch.ones(classes) if isinstance(classes, int) else torch.as_tensor(classes, dtype=torch.float64)
     num_classes = len(prior)
     if is_conditional(config, num_classes):
@@ -438,7 +443,7 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
                       torch.multinomial(prior, num, replacement=True, generator=generator))
         out["labels"] = labels
         cond = labels.to(device)
-        denoiser = guided(model, num_classes, config.guidance if guidance is None else guidance)
+        denoiser = guided(denoiser, num_classes, config.guidance if guidance is None else guidance)
     # rows a position may round to: never [UNK]; [PAD] only where the control allows it
     allowed = torch.ones(num, config.length, vocab, dtype=torch.bool)
     allowed[..., tokenizer.unk_id] = False
