@@ -25,16 +25,19 @@ def grammar_file(path):
     return path
 
 
+def tiny_options(data) -> dict:
+    """A tiny model on the grammar file ``data``, trained for a few hundred steps on one thread."""
+    return {"dataset": "file", "data_root": str(data), "length": 8, "preset": "tiny", "embed_dim": 16,
+            "steps": "400", "batch_size": "32", "lr": "2e-3", "warmup_steps": "20", "sample_steps": "8",
+            "threads": "1", "checkpoint_every": "0", "sample_every": "0", "device": "cpu"}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("text")
     data = grammar_file(folder / "lines.txt")
     recipe = get_recipe("wordnet")
-    config = make_config(recipe, {"dataset": "file", "data_root": str(data), "length": 8, "preset": "tiny",
-                                  "embed_dim": 16, "steps": "400", "batch_size": "32", "lr": "2e-3",
-                                  "warmup_steps": "20", "num_eval": "24", "classifier_steps": "300",
-                                  "sample_steps": "8", "threads": "1", "checkpoint_every": "0",
-                                  "sample_every": "0", "device": "cpu"})
+    config = make_config(recipe, {**tiny_options(data), "num_eval": "24", "classifier_steps": "300"})
     return recipe.train(config, folder / "run")
 
 
@@ -135,11 +138,8 @@ def test_self_conditioned_model_trains_reloads_and_samples(tmp_path):
     sampler feeds it its previous estimate (first call of every run without one)."""
     data = grammar_file(tmp_path / "lines.txt")
     recipe = get_recipe("wordnet")
-    config = make_config(recipe, {"dataset": "file", "data_root": str(data), "length": 8, "preset": "tiny",
-                                  "embed_dim": 16, "steps": "400", "batch_size": "32", "lr": "2e-3",
-                                  "warmup_steps": "20", "num_eval": "16", "classifier_steps": "0",
-                                  "sample_steps": "8", "threads": "1", "checkpoint_every": "0",
-                                  "sample_every": "0", "device": "cpu", "self_condition": "true"})
+    config = make_config(recipe, {**tiny_options(data), "num_eval": "16", "classifier_steps": "0",
+                                  "self_condition": "true"})
     run = recipe.train(config, tmp_path / "run")
     model = text_recipe.load_run(run)[0]
     assert model.self_condition and model.backbone.config.extra_channels == 16
