@@ -76,7 +76,12 @@ def plan_table(run: Path, name: str, episodes: int, variants: list[dict]) -> str
 
     reports = []
     for changes in variants or [{}]:
-        report = trajectory.plan(_with_settings(run, **changes) if changes else run, episodes=episodes, seed=0)
+        target = _with_settings(run, **changes) if changes else run
+        try:
+            report = trajectory.plan(target, episodes=episodes, seed=0)
+        finally:
+            if changes:  # the temporary copy
+                shutil.rmtree(target.parent, ignore_errors=True)
         reports.append((changes, report))
         print(json.dumps(dict(report)), flush=True)
     first = reports[0][1]
