@@ -65,9 +65,10 @@ def steps(run: Path, values: list[int], num: int) -> str:
     first = rows[0]
     floor = (f"\nReal-text floors (held-out test sentences): distinct-1 {first['distinct_1_real']:.3g}, distinct-2 "
              f"{first['distinct_2_real']:.3g}, copies of training sentences {first['copy_rate_real']:.3g}, "
-             f"{first['mean_words_real']:.2f} words a sentence (samples: {first['mean_words']:.2f}); style "
-             f"classifier on real sentences {first.get('style_accuracy_real', float('nan')):.3g}; the trigram "
-             f"model's own held-out cross-entropy {first['ngram_bits_per_token']:.2f} bits/token.\n")
+             f"{first['mean_words_real']:.2f} words a sentence (samples: {first['mean_words']:.2f}); "
+             + (f"style classifier on real sentences {first['style_accuracy_real']:.3g}; "
+                if "style_accuracy_real" in first else "")
+             + f"the trigram model's own held-out cross-entropy {first['ngram_bits_per_token']:.2f} bits/token.\n")
     meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {torch.get_num_threads()} threads, "
             f"{platform.processor() or platform.machine()}; run `{run}`.\n")
     return head + body + floor + meta
@@ -80,7 +81,8 @@ def examples(run: Path) -> str:
     out = ["Twenty unedited samples (seed 0, the run's default sampler and steps):\n", "```text"]
     out += drawn["text"] + ["```", ""]
     config = text.read_config(run)
-    for title, options in (("exactly 5 words", {"length": 5}), ("exactly 9 words", {"length": 9}),
+    longest = min(9, config.length)
+    for title, options in (("exactly 5 words", {"length": 5}), (f"exactly {longest} words", {"length": longest}),
                            ("keyword `water`", {"keyword": "water"}), ("keyword `music`", {"keyword": "music"})):
         drawn = text.sample(run, num=5, seed=1, **options)
         out += [f"{title}:\n", "```text"] + drawn["text"] + ["```", ""]

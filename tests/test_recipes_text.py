@@ -27,7 +27,8 @@ def grammar_file(path):
 
 def tiny_options(data) -> dict:
     """A tiny model on the grammar file ``data``, trained for a few hundred steps on one thread."""
-    return {"dataset": "file", "data_root": str(data), "length": 8, "preset": "tiny", "embed_dim": 16,
+    return {"dataset": "file", "data_root": str(data), "length": 8, "preset": "tiny", "width": "0", "depth": "0",
+            "embed_dim": 16, "max_unknown": "0",
             "steps": "400", "batch_size": "32", "lr": "2e-3", "warmup_steps": "20", "sample_steps": "8",
             "threads": "1", "checkpoint_every": "0", "sample_every": "0", "device": "cpu"}
 
@@ -132,6 +133,47 @@ def test_cli_sample_infill_and_eval(run_dir, tmp_path):
     result = runner.invoke(main, ["eval", str(run_dir), "--num", "8", "--steps", "4"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["num"] == 8
+
+
+def test_max_unknown_keeps_training_sentences_with_rare_words_only():
+    """max_unknown=1: a training sentence with one word outside the vocabulary stays (as [UNK]), one
+    with two goes; held-out sentences keep none, so their floors are sentences a sample could be."""
+    from multidiff.data.text import TextCorpus
+
+    common = ["the cat sat on the mat"] * 3 + ["a dog ran to the park"] * 3
+    odd = ["the zebra sat on the mat", "the zebra sat on the yak"]
+    split = lambda texts: {"text": texts, "label": torch.zeros(len(texts), dtype=torch.long)}  # noqa: E731
+    corpus = TextCorpus(split(common + odd), split(odd), split(odd + common[:1]), ("file",))
+    for max_unknown, kept in ((0, 6), (1, 7), (2, 8)):
+        config = text_recipe.TextConfig(dataset="file", data_root="x", max_unknown=max_unknown)
+        tokenizer = text_recipe.TextTokenizer.build_word(common, 100)  # zebra and yak: unknown
+        data = text_recipe.Prepared(config, corpus, tokenizer)
+        assert len(data.splits["train"]["ids"]) == kept
+        assert (data.splits["train"]["ids"] == tokenizer.unk_id).sum() == kept - 6 + (kept == 8)
+        assert len(data.splits["validation"]["ids"]) == 0 and data.splits["test"]["text"] == common[:1]
+        assert data.dropped == {"train": 8 - kept, "validation": 2, "test": 2}
+
+
+def test_sampling_stays_where_the_network_was_trained(run_dir, tmp_path):
+    """EDM text runs sample no lower than training's sigmas reach (a 2.1M run lost every sample on
+    grids that went to EDM's 0.002); a run saved with the old floor is raised to it on loading."""
+    import shutil
+
+    from multidiff.core.samplers import default_sigmas
+
+    config = text_recipe.read_config(run_dir)
+    floor = text_recipe.trained_sigma_min(config)
+    assert floor == pytest.approx(2.71828 ** (config.p_mean - 3 * config.p_std), rel=1e-4) and floor > 0.002
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    saved = json.loads((old / "config.json").read_text())
+    saved["model"]["schedule"]["sigma_min"] = 0.002
+    (old / "config.json").write_text(json.dumps(saved))
+    model = text_recipe.load_run(old)[0]
+    assert model.schedule.sigma_min == pytest.approx(floor)
+    for method in sorted(SAMPLERS):
+        sigmas = default_sigmas(model.schedule, 100, method, sigma_data=config.sigma_data)
+        assert float(sigmas[sigmas > 0].min()) >= floor * (1 - 1e-9), method
 
 
 def test_bad_data_file(tmp_path):

@@ -78,21 +78,21 @@ class TextConfig:
     # data
     dataset: str = "wordnet"  # one of multidiff.data.text.TEXT_DATASETS ("wordnet_fortunes": with a style label)
     data_root: str = ""  # dataset=file: your text file, one sentence a line
-    length: int = 12  # tokens per sequence (sentences up to this many words)
+    length: int = 8  # tokens per sequence (sentences up to this many words)
     conditional: bool = True  # style labels as conditioning when the dataset has several sources
     label_dropout: float = 0.1
     guidance: float = 1.0  # classifier-free guidance scale for labelled samples
     # tokens and embeddings
     tokenizer: str = "word"  # "word" (a vocabulary built from the corpus) or "minilm"
     vocab_size: int = 5000  # word tokenizer: the most frequent words kept
-    max_unknown: int = 0  # training sentences may hold this many other words, as [UNK] (never sampled)
+    max_unknown: int = 1  # training sentences may hold this many other words, as [UNK] (never sampled)
     embed_dim: int = 32  # D (minilm: 384, its table's width)
     learn_embeddings: bool = True  # Diffusion-LM's end-to-end training; false: a fixed random (or MiniLM) table
     round_sigma: float = 0.3  # noise scale of the rounding term, in units of sigma_data
     # model
     preset: str = "small"
-    width: int = 0  # hidden_size; 0: the preset's
-    depth: int = 0  # blocks; 0: the preset's
+    width: int = 128  # hidden_size; 0: the preset's (the CPU default: a narrow, shallow "small", ~2M parameters)
+    depth: int = 4  # blocks; 0: the preset's
     schedule: str = "edm"
     prediction: str = "categorical"  # the posterior over the table (CDCD); "edm" etc.: Diffusion-LM's MSE + rounding
     weighting: str = "edm"  # MSE predictions only
@@ -100,9 +100,9 @@ class TextConfig:
     p_mean: float = 0.5  # EDM training sigmas: log-normal(p_mean, p_std); text gains from more high-noise training
     p_std: float = 1.2
     # training
-    steps: int = 2400
+    steps: int = 8000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup_steps: int = 200
     decay: str = "cosine"
     ema_decay: float = 0.999
@@ -170,6 +170,8 @@ class WordNetGPUConfig(TextConfig):
     vocab_size: int = 12000
     embed_dim: int = 64
     preset: str = "base"
+    width: int = 0  # the preset's
+    depth: int = 0
     steps: int = 100_000
     batch_size: int = 256
     lr: float = 3e-4
@@ -239,9 +241,19 @@ def is_conditional(config: TextConfig, num_classes: int) -> bool:
     return config.conditional and num_classes > 1
 
 
+def trained_sigma_min(config: TextConfig) -> float:
+    """The lowest sigma EDM runs sample at: where training's log-normal sigmas thin out (3 standard
+    deviations below ``p_mean``, 0.045 at the defaults). Below it the network was never trained, and
+    nothing is left to decide: at sigma 0.05 a token lies dozens of noise deviations from any other row. A
+    2.1M-parameter run sent there by the 100-step grids (EDM's own floor is 0.002) lost every
+    sample: the posterior went flat and pulled every position onto the table's mean."""
+    return max(0.002, math.exp(config.p_mean - 3 * config.p_std))
+
+
 def make_text_schedule(config: TextConfig):
     if config.schedule == "edm":
-        return EDM(sigma_data=config.sigma_data, p_mean=config.p_mean, p_std=config.p_std)
+        return EDM(sigma_data=config.sigma_data, p_mean=config.p_mean, p_std=config.p_std,
+                   sigma_min=trained_sigma_min(config))
     return SCHEDULES[config.schedule](sigma_data=config.sigma_data)
 
 
@@ -510,6 +522,8 @@ def load_run(run_dir: str | os.PathLike, device=None):
     each class in its training data)."""
     model, saved = from_pretrained(run_dir, device=device)
     config = config_from_saved(run_dir, saved, CONFIGS, "a text")
+    if isinstance(model.schedule, EDM):  # runs saved before the floor: sample only where they were trained
+        model.schedule.sigma_min = max(model.schedule.sigma_min, trained_sigma_min(config))
     prior = saved.get("class_prior") or [1.0] * int(saved.get("num_classes", 1))
     return model, config, TextTokenizer.load(run_dir), prior, saved.get("class_names")
 
