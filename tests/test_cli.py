@@ -1,6 +1,7 @@
 """The command line: help, listings, train -> sample -> eval, and one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from multidiff.cli import main
 from multidiff.core.samplers import SAMPLERS
-from multidiff.recipes import RECIPES
+from multidiff.recipes import RECIPES, get_recipe, make_config
 
 TINY = ["--steps", "10", "--batch-size", "32", "--set", "num_train=256", "--set", "num_eval=64",
         "--set", "sample_steps=3", "--set", "width=16", "--set", "depth=1"]
@@ -102,6 +103,17 @@ BAD = [
     (["eval", "{run}", "--num", "-3"], "--num"),
     (["nosuchcommand"], "No such command"),
 ]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("setting, message", [({"steps": "0"}, "steps must be >= 1, got 0"),
+                                              ({"seed": "-1"}, "seed must be >= 0, got -1"),
+                                              ({"lr": "0"}, "lr must be > 0, got 0.0"),
+                                              ({"sampler": "nosuch"}, "unknown sampler 'nosuch'; choose one of")])
+def test_every_recipe_config_names_the_bad_setting(name, setting, message):
+    """One wording for the range checks of every recipe's config (recipes.common.check_fields)."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_config(get_recipe(name), setting)
 
 
 @pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])

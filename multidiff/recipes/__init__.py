@@ -71,7 +71,7 @@ _AUDIO_RECIPES = {
 }
 _TEXT_RECIPES = {
     "wordnet": "Diffusion-LM-style text: WordNet example sentences (--dataset wordnet_fortunes: + a fortune style), "
-               "word embeddings learned with a 1-D DiT, length/keyword/style control and infilling, CPU, ~15 min",
+               "word embeddings learned with a 1-D DiT, length/keyword/style control and infilling, CPU, ~13 min",
     "wordnet_gpu": "the text recipe at GPU size: WordNet + fortunes styles, 24-token sentences, 12k words, a 1-D DiT "
                    "(~61M)",
 }

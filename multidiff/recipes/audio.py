@@ -50,7 +50,7 @@ from ..data.audio import AUDIO_DATASETS, AudioDataset, fitted_clips, label_pitch
 from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import (config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
+from .common import (check_fields, config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
                      loss_weighting, make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
 
 BACKBONES = ("unet1d", "unet2d")
@@ -110,23 +110,14 @@ class AudioConfig:
     resume: bool = False
 
     def __post_init__(self):
-        for name, registry in (("dataset", AUDIO_DATASETS), ("schedule", SCHEDULES), ("prediction", PRECONDITIONERS),
-                               ("weighting", WEIGHTINGS), ("sampler", SAMPLERS), ("backbone", BACKBONES),
-                               ("device", DEVICES)):
-            if getattr(self, name) not in registry:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(registry)}")
+        check_fields(self, {"dataset": AUDIO_DATASETS, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
+                            "weighting": WEIGHTINGS, "sampler": SAMPLERS, "backbone": BACKBONES, "device": DEVICES},
+                     at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "clips_per_class"),
+                     non_negative=("width", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every"),
+                     positive=("lr", "sigma_data"))
         presets = ("tiny", "small", "medium", "base") if self.backbone == "unet1d" else ("tiny", "small", "base")
         if self.preset not in presets:
             raise ValueError(f"unknown {self.backbone} preset {self.preset!r}; choose one of: {', '.join(presets)}")
-        for name in ("steps", "batch_size", "sample_steps", "num_eval", "clips_per_class"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("width", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "sigma_data"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1 or self.guidance < 0:
             raise ValueError(f"need label_dropout and ema_decay in [0, 1) and guidance >= 0, got "
                              f"{self.label_dropout}, {self.ema_decay}, {self.guidance}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -18,6 +18,21 @@ from ..core.precond import Precond, make_precond
 from ..core.schedules import SCHEDULES, DiscreteVP, RectifiedFlow
 from ..runtime import cpu_threads
 from ..train import TrainConfig
+
+
+def check_fields(config, choices: dict[str, Iterable[str]] | None = None, *, at_least_one: Iterable[str] = (),
+                 non_negative: Iterable[str] = (), positive: Iterable[str] = ()) -> None:
+    """The range checks every recipe config makes, with one wording: each field named in ``choices``
+    must be one of its registry's names, ``at_least_one`` fields >= 1, ``non_negative`` >= 0,
+    ``positive`` > 0 (a ValueError naming the field and its value)."""
+    for name, registry in (choices or {}).items():
+        if getattr(config, name) not in registry:
+            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose one of: {', '.join(registry)}")
+    for names, holds, rule in ((at_least_one, lambda v: v >= 1, ">= 1"), (non_negative, lambda v: v >= 0, ">= 0"),
+                               (positive, lambda v: v > 0, "> 0")):
+        for name in names:
+            if not holds(getattr(config, name)):
+                raise ValueError(f"{name} must be {rule}, got {getattr(config, name)}")
 
 
 def make_schedule(name: str, sigma_data: float):

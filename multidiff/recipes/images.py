@@ -51,7 +51,7 @@ from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, s
 from ..atomic import atomic_write, atomic_write_json
 from ..train.distributed import barrier
 from ..train.progress import sampling_progress
-from .common import (config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
+from .common import (check_fields, config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
                      loss_weighting, make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
 
 TASKS = ("generate", "superres")
@@ -103,23 +103,15 @@ class ImageConfig:
     resume: bool = False
 
     def __post_init__(self):
-        for name, registry in (("dataset", IMAGE_DATASETS), ("schedule", SCHEDULES), ("prediction", PRECONDITIONERS),
-                               ("weighting", WEIGHTINGS), ("sampler", SAMPLERS), ("task", TASKS),
-                               ("backbone", BACKBONES), ("device", DEVICES)):
-            if getattr(self, name) not in registry:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(registry)}")
+        check_fields(self, {"dataset": IMAGE_DATASETS, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
+                            "weighting": WEIGHTINGS, "sampler": SAMPLERS, "task": TASKS, "backbone": BACKBONES,
+                            "device": DEVICES},
+                     at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "image_size"),
+                     non_negative=("width", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every"),
+                     positive=("lr", "sigma_data"))
         presets = ("tiny", "small", "base")
         if self.preset not in presets:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(presets)}")
-        for name in ("steps", "batch_size", "sample_steps", "num_eval", "image_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("width", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "sigma_data"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if not 0 <= self.ema_decay < 1:

@@ -64,8 +64,8 @@ from ..data.text import TEXT_DATASETS, TextCorpus, load_text_dataset
 from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..train.distributed import barrier
 from ..train.progress import progress_bar, sampling_progress
-from .common import (config_from_saved, device_of, engine_config, final_loss, guided, loss_weighting, noise_embedding,
-                     sampling_device, seeded_model, threads_of)
+from .common import (check_fields, config_from_saved, device_of, engine_config, final_loss, guided, loss_weighting,
+                     noise_embedding, sampling_device, seeded_model, threads_of)
 
 DEVICES = ("auto", "cpu", "cuda")
 CLASSIFIER = "keyword_classifier"
@@ -125,23 +125,14 @@ class TextConfig:
     resume: bool = False
 
     def __post_init__(self):
-        for name, registry in (("dataset", TEXT_DATASETS), ("schedule", SCHEDULES), ("prediction", PRECONDITIONERS),
-                               ("weighting", WEIGHTINGS), ("sampler", SAMPLERS), ("device", DEVICES),
-                               ("tokenizer", TOKENIZERS)):
-            if getattr(self, name) not in registry:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(registry)}")
+        check_fields(self, {"dataset": TEXT_DATASETS, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
+                            "weighting": WEIGHTINGS, "sampler": SAMPLERS, "device": DEVICES, "tokenizer": TOKENIZERS},
+                     at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "length", "embed_dim"),
+                     non_negative=("width", "depth", "warmup_steps", "seed", "threads", "checkpoint_every",
+                                   "sample_every", "classifier_steps", "max_unknown"),
+                     positive=("lr", "sigma_data", "round_sigma", "p_std"))
         if self.preset not in ("tiny", "small", "base"):
             raise ValueError(f"unknown transformer1d preset {self.preset!r}; choose one of: tiny, small, base")
-        for name in ("steps", "batch_size", "sample_steps", "num_eval", "length", "embed_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("width", "depth", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every",
-                     "classifier_steps", "max_unknown"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "sigma_data", "round_sigma", "p_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.vocab_size < 3:
             raise ValueError(f"vocab_size must be >= 3, got {self.vocab_size}")
         if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1 or self.guidance < 0:

@@ -34,7 +34,7 @@ from ..train import (TrainConfig, Trainer, from_pretrained, generate, load_confi
 from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..train.distributed import barrier
 from ..runtime import cpu_threads
-from .common import final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
+from .common import check_fields, final_loss, loss_weighting, make_schedule, noise_embedding, seeded_model
 
 NAME = "toy2d"
 
@@ -65,22 +65,16 @@ class Toy2DConfig:
     resume: bool = False
 
     def __post_init__(self):
-        for name, registry in (("dataset", TOY2D), ("schedule", SCHEDULES), ("prediction", PRECONDITIONERS),
-                               ("weighting", WEIGHTINGS), ("sampler", SAMPLERS)):
-            if getattr(self, name) not in registry:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(registry)}")
-        for name in ("steps", "batch_size", "width", "depth", "num_train", "num_eval", "sample_steps", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, {"dataset": TOY2D, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
+                            "weighting": WEIGHTINGS, "sampler": SAMPLERS},
+                     at_least_one=("steps", "batch_size", "width", "depth", "num_train", "num_eval", "sample_steps",
+                                   "threads"), positive=("lr", "sigma_data"))
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
         if self.batch_size > self.num_train:
             raise ValueError(f"batch_size ({self.batch_size}) cannot exceed num_train ({self.num_train})")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        for name in ("lr", "sigma_data"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

@@ -62,8 +62,8 @@ from ..data import trajectory as trajectory_data
 from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..train.distributed import barrier
 from ..train.progress import progress_bar, sampling_progress
-from .common import (config_from_saved, device_of, engine_config, final_loss, loss_weighting, make_schedule,
-                     noise_embedding, sampling_device, seeded_model, threads_of)
+from .common import (check_fields, config_from_saved, device_of, engine_config, final_loss, loss_weighting,
+                     make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
 
 DATASETS = ("umaze", "medium", "large", "pendulum", "file")
 DEVICES = ("auto", "cpu", "cuda")
@@ -131,26 +131,18 @@ class TrajectoryConfig:
     resume: bool = False
 
     def __post_init__(self):
-        for name, registry in (("dataset", DATASETS), ("schedule", SCHEDULES), ("prediction", PRECONDITIONERS),
-                               ("weighting", WEIGHTINGS), ("sampler", SAMPLERS), ("device", DEVICES),
-                               ("normalization", NORMALIZERS), ("preset", TRAJECTORY_PRESETS),
-                               ("value_preset", TRAJECTORY_PRESETS),
-                               ("goal_velocity", GOAL_VELOCITIES)):
-            if getattr(self, name) not in registry:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(registry)}")
+        check_fields(self, {"dataset": DATASETS, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
+                            "weighting": WEIGHTINGS, "sampler": SAMPLERS, "device": DEVICES,
+                            "normalization": NORMALIZERS, "preset": TRAJECTORY_PRESETS,
+                            "value_preset": TRAJECTORY_PRESETS, "goal_velocity": GOAL_VELOCITIES},
+                     at_least_one=("steps", "batch_size", "sample_steps", "eval_episodes", "horizon", "num_plans"),
+                     non_negative=("data_steps", "data_seed", "width", "warmup_steps", "seed", "threads",
+                                   "checkpoint_every", "sample_every", "replan_every", "max_episode_steps",
+                                   "value_steps", "bc_steps", "inverse_steps"),
+                     positive=("lr", "sigma_data", "p_std"))
         if self.tracking and self.tracking not in TRACKING:
             raise ValueError(f"unknown tracking {self.tracking!r}; choose one of: {', '.join(TRACKING)} (or '' for "
                              f"the env's default)")
-        for name in ("steps", "batch_size", "sample_steps", "eval_episodes", "horizon", "num_plans"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("data_steps", "data_seed", "width", "warmup_steps", "seed", "threads", "checkpoint_every",
-                     "sample_every", "replan_every", "max_episode_steps", "value_steps", "bc_steps", "inverse_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "sigma_data", "p_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1 or not 0 < self.discount <= 1 or self.guidance_scale < 0:
             raise ValueError(f"need ema_decay in [0, 1), discount in (0, 1] and guidance_scale >= 0, got "
                              f"{self.ema_decay}, {self.discount}, {self.guidance_scale}")
