@@ -31,8 +31,8 @@ def _cat(a, b):
     raise TypeError(f"cannot batch a conditioning of type {type(a).__name__}; use tensors or dicts of tensors")
 
 
-def _call(denoiser, x, sigma, cond):
-    return denoiser(x, sigma) if cond is None else denoiser(x, sigma, cond)
+def _call(denoiser, x, sigma, cond, **options):
+    return denoiser(x, sigma, **options) if cond is None else denoiser(x, sigma, cond, **options)
 
 
 class ClassifierFreeGuidance:
@@ -193,7 +193,7 @@ class RestrictRows:
                 raise ValueError(f"allowed rows for a batch of {allowed.shape[0]}, x has {x.shape[0]}")
             allowed = allowed.repeat(x.shape[0] // allowed.shape[0], *([1] * (allowed.ndim - 1)))
         options = {"allowed": allowed} if previous is None else {"allowed": allowed, "previous": previous}
-        return self.model(x, sigma, **options) if cond is None else self.model(x, sigma, cond, **options)
+        return _call(self.model, x, sigma, cond, **options)
 
 
 class SelfConditioning:
@@ -214,8 +214,7 @@ class SelfConditioning:
         level = float(torch.as_tensor(sigma).max())
         fresh = self._last is None or self._last.shape != x.shape or level > self._sigma
         previous = None if fresh else self._last
-        out = self.model(x, sigma, previous=previous) if cond is None else self.model(x, sigma, cond,
-                                                                                      previous=previous)
+        out = _call(self.model, x, sigma, cond, previous=previous)
         self._last, self._sigma = out.detach(), level
         return out
 

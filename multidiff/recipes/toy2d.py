@@ -68,13 +68,11 @@ class Toy2DConfig:
         check_fields(self, {"dataset": TOY2D, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
                             "weighting": WEIGHTINGS, "sampler": SAMPLERS},
                      at_least_one=("steps", "batch_size", "width", "depth", "num_train", "num_eval", "sample_steps",
-                                   "threads"), positive=("lr", "sigma_data"))
+                                   "threads"), non_negative=("seed",), positive=("lr", "sigma_data"))
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
         if self.batch_size > self.num_train:
             raise ValueError(f"batch_size ({self.batch_size}) cannot exceed num_train ({self.num_train})")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
