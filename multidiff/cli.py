@@ -301,6 +301,36 @@ def plan(run_dir, episodes, out, sampler, steps, seed, progress):
     click.echo(json.dumps(getattr(report, "figures", report), indent=2, default=float))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--steps", "steps_list", type=click.IntRange(min=2), multiple=True,
+              help="Step count to calibrate for (repeat for several; default: the run's).")
+@click.option("--sampler", help="Deterministic sampler to calibrate for (default: the run's).")
+@click.option("--num", "-n", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Draws in the calibration batch (a quarter of them only checks the result).")
+@click.option("--evals", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Sampler runs per step of the grid (the cost: about evals x steps^2 denoiser calls on the batch).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the batch's noise.")
+def calibrate(run_dir, steps_list, sampler, num, evals, seed):
+    """Calibrate sigma grids on the trained run in RUN_DIR; later sampling with that sampler and step
+    count uses them (saved in RUN_DIR/grids.json; delete it to go back to the default grids)."""
+    from .recipes import recipe_of_run
+    from .train.calibration import calibrate_run
+    from .train.checkpoint import load_config
+
+    _check_sampler(sampler)
+    recipe = recipe_of_run(run_dir)
+    if recipe.calibration is None:
+        raise click.UsageError(f"recipe {recipe.name!r} cannot be calibrated yet (toy2d, image and audio runs can)")
+    saved = load_config(run_dir)["config"]
+    sampler = sampler or saved.get("sampler", "unipc")
+    steps_list = list(steps_list) or [saved.get("sample_steps", 10)]
+    problem = recipe.calibration(run_dir, num)
+    calibrate_run(run_dir, problem, steps_list, sampler, evals_per_step=evals, seed=seed,
+                  log=lambda line: click.echo(line, err=True))
+    click.echo(str(Path(run_dir) / "grids.json"))
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--num", "-n", type=click.IntRange(min=1), help="Samples to draw (default: the run's).")

@@ -145,3 +145,42 @@ def test_console_entry_point_in_a_real_process(tmp_path):
                          text=True)
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_calibrate_saves_grids_that_sampling_then_uses(tmp_path, run_dir):
+    import shutil
+
+    import torch
+
+    from multidiff.core.samplers import default_sigmas
+    from multidiff.train.checkpoint import from_pretrained, load_grids
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    result = run("calibrate", copy, "--steps", "3", "--steps", "4", "--num", "64", "--evals", "10")
+    assert result.exit_code == 0, result.output
+    grids = load_grids(copy)
+    assert set(grids) == {("unipc", 3), ("unipc", 4)}
+    info = json.loads((copy / "grids.json").read_text())["info"]["unipc"]["3"]
+    assert info["rms_calibrated"] <= info["rms_default"] * (1 + 1e-9)  # the unseen quarter decides what is kept
+    model = from_pretrained(copy).model
+    assert torch.equal(default_sigmas(model.schedule, 3, "unipc"), grids[("unipc", 3)])
+    # other step counts keep the spacing rule
+    assert torch.equal(default_sigmas(model.schedule, 5, "unipc"), model.schedule.sigmas(5, "logsnr_jump"))
+    # sampling through the CLI follows the calibrated grid: same seed, other draws than the uncalibrated run
+    out = tmp_path / "s"
+    assert run("sample", copy, "--num", "16", "--steps", "3", "--out", out).exit_code == 0
+    assert run("sample", run_dir, "--num", "16", "--steps", "3", "--out", tmp_path / "d").exit_code == 0
+    assert not np.allclose(np.load(f"{out}.npz")["samples"], np.load(tmp_path / "d.npz")["samples"])
+
+
+def test_calibrate_errors_are_one_line(tmp_path, run_dir):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "grids.json").write_text("{not json")
+    result = run("sample", copy, "--num", "4", "--out", tmp_path / "s")
+    assert result.exit_code != 0 and "grids.json" in result.output and "Traceback" not in result.output
+    result = run("calibrate", run_dir, "--sampler", "ddpm", "--steps", "3")
+    assert result.exit_code != 0 and "stochastic" in result.output

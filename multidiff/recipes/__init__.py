@@ -49,11 +49,13 @@ class Recipe:
     infill: Callable | None = None  # fill a template's blanks (``multidiff infill``)
     plan: Callable | None = None  # run the planner in its environment (``multidiff plan``)
     write_plan: Callable | None = None  # a plan report's picture and JSON
+    calibration: Callable | None = None  # (run_dir, num) -> CalibrationProblem (``multidiff calibrate``)
 
 
 RECIPES: dict[str, Recipe] = {
     "toy2d": Recipe("toy2d", "residual-MLP denoiser on a 2-D point cloud (moons, spiral, ...), CPU, < 1 min",
-                    toy2d.Toy2DConfig, toy2d.train, toy2d.sample, toy2d.write_samples, toy2d.evaluate),
+                    toy2d.Toy2DConfig, toy2d.train, toy2d.sample, toy2d.write_samples, toy2d.evaluate,
+                    calibration=toy2d.calibration_problem),
 }
 _IMAGE_RECIPES = {
     "digits": "class-conditional U-Net on sklearn's 8x8 digits with classifier-free guidance, CPU, ~4 min",
@@ -88,7 +90,7 @@ for _module, _descriptions in ((images, _IMAGE_RECIPES), (audio, _AUDIO_RECIPES)
         RECIPES[_name] = Recipe(_name, _description, _module.CONFIGS[_name], _module.train, _module.sample,
                                 _module.write_samples, _module.evaluate, _module.inpaint_test,
                                 getattr(_module, "infill", None), getattr(_module, "plan", None),
-                                getattr(_module, "write_plan", None))
+                                getattr(_module, "write_plan", None), getattr(_module, "calibration_problem", None))
 
 
 def get_recipe(name: str) -> Recipe:

@@ -323,6 +323,19 @@ def _draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, se
     return out
 
 
+def calibration_problem(run_dir: str | os.PathLike, num: int):
+    """What ``multidiff calibrate`` calibrates: the model as ``sample`` draws by default (labels
+    cycling through the classes, the run's guidance) on batches of ``num`` spectrograms."""
+    from ..train.calibration import CalibrationProblem
+
+    model, config = load_run(run_dir)
+    num_classes = len(_run_classes(run_dir))
+    cond, denoiser = None, model
+    if config.conditional and num_classes > 1:
+        cond, denoiser = torch.arange(num) % num_classes, guided(model, num_classes, config.guidance)
+    return CalibrationProblem(model, denoiser, (num, *config.spectrogram.shape), cond, config.sigma_data)
+
+
 def read_config(run_dir: str | os.PathLike) -> AudioConfig:
     return config_from_saved(run_dir, load_config(run_dir)["config"], CONFIGS, "an audio")
 

@@ -323,6 +323,20 @@ def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, ImageCon
     return model, config_from_saved(run_dir, saved, CONFIGS, "an image")
 
 
+def calibration_problem(run_dir: str | os.PathLike, num: int):
+    """What ``multidiff calibrate`` calibrates: the model as ``sample`` draws by default (labels
+    cycling through the classes, the run's guidance) on batches of ``num`` images."""
+    from ..train.calibration import CalibrationProblem
+
+    model, config = load_run(run_dir)
+    if config.task == "superres":
+        raise ValueError("superres samples are conditioned on test images; calibrate a generative image run")
+    data = load_data(config)
+    cond = torch.arange(num) % data.num_classes if config.conditional else None
+    return CalibrationProblem(model, _guided(model, config, data.num_classes, config.guidance), (num, *data.shape),
+                              cond, config.sigma_data)
+
+
 def _check_label(config: ImageConfig, num_classes: int, label: int) -> None:
     if not 0 <= label < num_classes:
         raise ValueError(f"label must be in [0, {num_classes}) for {config.dataset!r}, got {label}")

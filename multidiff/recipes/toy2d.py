@@ -182,6 +182,14 @@ def _unconditional(label, guidance) -> None:
         raise ValueError(f"toy2d models are unconditional: they take no {'label' if label is not None else 'guidance'}")
 
 
+def calibration_problem(run_dir: str | os.PathLike, num: int):
+    """What ``multidiff calibrate`` calibrates: the EMA model on batches of ``num`` points."""
+    from ..train.calibration import CalibrationProblem
+
+    model, _ = load_run(run_dir)
+    return CalibrationProblem(model, model, (num, 2), None, None)
+
+
 def _generate(model: Precond, config: Toy2DConfig, *, num: int, sampler: str | None = None,
               steps: int | None = None, seed: int = 0, progress: bool = False) -> torch.Tensor:
     if num < 1:

@@ -39,6 +39,7 @@ from ..atomic import atomic_write_bytes, atomic_write_json
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHT_FILES = {"model": "model.safetensors", "ema": "ema.safetensors"}
+GRIDS_NAME = "grids.json"  # sigma grids calibrated on the run's own model (``multidiff calibrate``)
 
 
 class CheckpointError(ValueError):
@@ -173,4 +174,39 @@ def from_pretrained(directory: str | os.PathLike, *, weights: str = "ema", devic
     state = _load_weights(path)
     _check_matches(model, state, path)
     model.load_state_dict(state)
+    model.schedule.grids = load_grids(directory)
     return Pretrained(model.to(device).eval().requires_grad_(False), record["config"])
+
+
+def load_grids(directory: str | os.PathLike) -> dict[tuple[str, int], torch.Tensor]:
+    """The calibrated grids of a run folder, ``{(method, steps): sigmas}`` (empty without ``grids.json``).
+    ``default_sigmas`` returns one of these in place of the spacing rule when it matches."""
+    from ..core.schedules import check_sigmas
+
+    path = Path(directory) / GRIDS_NAME
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        grids = {}
+        for method, by_steps in record["grids"].items():
+            for steps, sigmas in by_steps.items():
+                grid = torch.tensor(sigmas, dtype=torch.float64)
+                check_sigmas(grid)
+                if len(grid) != int(steps) + 1:
+                    raise ValueError(f"{method} {steps} steps: {len(grid)} sigmas")
+                grids[(method, int(steps))] = grid
+        return grids
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a grids file written by multidiff calibrate ({e}); "
+                              f"delete it to sample on the default grids") from e
+
+
+def save_grid(directory: str | os.PathLike, method: str, steps: int, sigmas: torch.Tensor, info: dict) -> Path:
+    """Add (or replace) one calibrated grid in the run folder's ``grids.json``, atomically."""
+    path = Path(directory) / GRIDS_NAME
+    record = json.loads(path.read_text()) if path.exists() else {"format_version": FORMAT_VERSION, "grids": {},
+                                                                  "info": {}}
+    record["grids"].setdefault(method, {})[str(steps)] = [float(v) for v in sigmas.tolist()]
+    record["info"].setdefault(method, {})[str(steps)] = info
+    return atomic_write_json(path, record)

@@ -64,8 +64,13 @@ def get_sampler(method: str) -> SamplerInfo:
 
 
 def default_sigmas(schedule, steps: int, method: str, *, sigma_data: float | None = None) -> torch.Tensor:
-    """The sigmas ``method`` is meant to run on: ``schedule.sigmas`` with its recommended spacing,
-    placed for data of scale ``sigma_data`` (default: the schedule's own ``sigma_data``)."""
+    """The sigmas ``method`` is meant to run on: a grid calibrated on this model for ``method``
+    and ``steps`` if the schedule carries one (``schedule.grids``, filled from a run folder's
+    grids.json, see :func:`calibrate_sigmas`), else ``schedule.sigmas`` with the method's
+    recommended spacing, placed for data of scale ``sigma_data`` (default: the schedule's own)."""
+    calibrated = getattr(schedule, "grids", {}).get((method, steps))
+    if calibrated is not None:
+        return calibrated.clone()
     return schedule.sigmas(steps, get_sampler(method).spacing, sigma_data=sigma_data)
 
 
@@ -86,5 +91,7 @@ def sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, method: str = DEFAUL
     return info.fn(denoiser, x, sigmas, **options)
 
 
-__all__ = ["DEFAULT_METHOD", "SAMPLERS", "SamplerInfo", "get_sampler", "default_sigmas", "sample", "euler", "ddim", "ddpm", "euler_ancestral", "heun",
+from .calibrate import calibrate_sigmas  # noqa: E402  (it calls sample, defined above)
+
+__all__ = ["DEFAULT_METHOD", "calibrate_sigmas", "SAMPLERS", "SamplerInfo", "get_sampler", "default_sigmas", "sample", "euler", "ddim", "ddpm", "euler_ancestral", "heun",
            "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "unipc", "ipndm", "langevin_pc", "annealed_langevin"]
