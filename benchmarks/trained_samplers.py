@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docblock import write_block  # noqa: E402
 
 from multidiff.core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas, sample  # noqa: E402
+from multidiff.core.samplers.calibrate import calibrate_sigmas  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 NFES = (4, 6, 8, 12, 24, 48)
@@ -194,7 +195,34 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).pow(2).mean().sqrt().item()
 
 
-def measure(task: Task, reference_steps: int, log=print) -> dict:
+CALIBRATION_EVALS_PER_STEP = 60
+CALIBRATED_LABEL = "multidiff unipc / calibrated on its own noise"
+
+
+def calibrated_runner(task: Task, reference_steps: int, seed: int, log=print) -> Callable:
+    """``nfe -> samples`` for unipc on a grid from ``calibrate_sigmas``: calibrated on a batch
+    of the same size from another seed (never the noise measured), against the network's own
+    converged solution from that batch, starting from the default and Karras grids."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    noise = torch.randn(task.x_T.shape, generator=gen, dtype=torch.float64) * task.schedule.sigma_max
+    cal_ref = sample(task.denoiser, noise.clone(), task.schedule.sigmas(reference_steps, "karras"), method="heun")
+    grids = {}
+
+    def run(nfe: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        starts = [default_sigmas(task.schedule, nfe, "unipc"), task.schedule.sigmas(nfe, "karras")]
+        grids[nfe] = calibrate_sigmas(task.denoiser, noise, nfe, "unipc", sigma_min=task.schedule.sigma_min,
+                                      sigma_max=task.schedule.sigma_max, candidates=starts, reference=cal_ref,
+                                      evals=CALIBRATION_EVALS_PER_STEP * nfe)
+        log(f"   calibrated NFE {nfe}: " + ", ".join(f"{v:.3g}" for v in grids[nfe].tolist())
+            + f" ({time.perf_counter() - t0:.0f} s)")
+        return sample(task.denoiser, task.x_T.clone(), grids[nfe], method="unipc")
+
+    run.grids = grids
+    return run
+
+
+def measure(task: Task, reference_steps: int, log=print, calibrate: bool = False, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     ref = task.to_data(sample(task.denoiser, task.x_T.clone(), task.schedule.sigmas(reference_steps, "karras"),
                               method="heun"))
@@ -207,6 +235,8 @@ def measure(task: Task, reference_steps: int, log=print) -> dict:
     runs = [(f"multidiff {m}{''.join(f' {k}={v}' for k, v in opt.items())} / {sp or SAMPLERS[m].spacing}"
              f"{' (default)' if (m, sp, opt) == (DEFAULT_METHOD, None, {}) else ''}",
              lambda n, m=m, sp=sp, opt=opt: multidiff_run(task, m, sp, n, opt)) for m, sp, opt in MULTIDIFF]
+    if calibrate:
+        runs.append((CALIBRATED_LABEL, calibrated_runner(task, reference_steps, seed, log)))
     runs += [(f"diffusers {label}", lambda n, label=label: diffusers_run(task, label, n)) for label in DIFFUSERS]
     for label, run in runs:
         result["rms"][label], result["metric"][label] = {}, {}
@@ -243,6 +273,15 @@ def report(recipe: str, run_dir: Path, task: Task, result: dict) -> str:
     within = all(result["rms"][default][n] <= b for n, b in zip(NFES, best))
     lines.append(f"The default's distance falls with every NFE step: **{'yes' if falls else 'no'}**; "
                  f"at most the best diffusers EDM scheduler's at every NFE: **{'yes' if within else 'no'}**.")
+    if CALIBRATED_LABEL in result["rms"]:
+        cal = result["rms"][CALIBRATED_LABEL]
+        lines.append("")
+        lines.append(f"Calibrated grid (`calibrate_sigmas`, {CALIBRATION_EVALS_PER_STEP} x NFE runs of unipc on "
+                     f"{task.x_T.shape[0]} noises of another seed against the network's own converged solution "
+                     f"from them) / default grid: "
+                     + ", ".join(f"NFE {n} {cal[n] / result['rms'][default][n]:.2f}" for n in NFES)
+                     + "; / best diffusers EDM: "
+                     + ", ".join(f"NFE {n} {cal[n] / b:.2f}" for n, b in zip(NFES, best)) + ".")
     lines.append("")
     names = task.metric_names
     ref_cells = " / ".join(f"{result['ref_metric'][k]:.3g}" for k in names)
@@ -268,10 +307,13 @@ def main(argv=None) -> int:
                                                                "spoken_digits 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="add unipc on grids from calibrate_sigmas (60 x NFE runs per NFE on a batch of its own)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     task = TASKS[args.recipe](args.run_dir, args.num or DEFAULT_NUM[args.recipe], args.seed)
-    block = report(args.recipe, args.run_dir, task, measure(task, REFERENCE_STEPS[args.recipe]))
+    block = report(args.recipe, args.run_dir, task,
+                   measure(task, REFERENCE_STEPS[args.recipe], calibrate=args.calibrate, seed=args.seed))
     print(block)
     if not args.no_write:
         write_block(DOC, f"trained_samplers_{args.recipe}", block, append_if_missing=True)
