@@ -18,11 +18,12 @@ from typing import Callable
 
 import torch
 
-from ..core.samplers import get_sampler, sample
-from ..core.samplers.calibrate import calibrate_sigmas, reference_solution
+from ..core.samplers import get_sampler
+from ..core.samplers.calibrate import calibrate_sigmas, grid_error, held_back, reference_solution
 from .checkpoint import save_grid
 
 REFERENCE_STEPS = 512
+HOLDOUT = 0.25  # the share of the batch that only checks each grid (its figures are reported)
 
 
 @dataclass
@@ -38,9 +39,8 @@ def calibrate_run(run_dir: str | Path, problem: CalibrationProblem, steps: list[
                   evals_per_step: int = 60, seed: int = 0, log: Callable[[str], None] = print) -> list[dict]:
     """Calibrate ``sampler`` for each step count in ``steps`` and save the grids in ``run_dir``.
     Returns, per step count, the RMS distance to the converged solution on the calibration
-    draws the optimiser never saw (the last quarter), on the spacing rule's grid and on the
-    calibrated one."""
-    get_sampler(sampler)
+    draws the optimiser never saw (the last HOLDOUT share), on the spacing rule's grid and on
+    the calibrated one."""
     if get_sampler(sampler).stochastic:
         raise ValueError(f"sampler {sampler!r} is stochastic; calibrate a deterministic one (unipc, dpmpp_3m, ...)")
     if not steps or min(steps) < 2:
@@ -55,13 +55,10 @@ def calibrate_run(run_dir: str | Path, problem: CalibrationProblem, steps: list[
     reference = reference_solution(problem.denoiser, noise, schedule.sigma_max, schedule.sigma_min,
                                    REFERENCE_STEPS, **options)
     log(f"reference: ipndm, {REFERENCE_STEPS} steps from {len(noise)} draws ({time.perf_counter() - start:.0f} s)")
-    unseen = slice(len(noise) - len(noise) // 4, len(noise))
+    unseen = held_back(len(noise), HOLDOUT)
 
     def unseen_error(grid):
-        opts = {} if cond is None else {"cond": cond[unseen]}
-        with torch.no_grad():
-            out = sample(problem.denoiser, noise[unseen].clone(), grid, method=sampler, **opts)
-        return (out - reference[unseen]).double().pow(2).mean().sqrt().item()
+        return grid_error(problem.denoiser, noise, reference, grid, sampler, unseen, **options)
 
     results = []
     for n in steps:
@@ -69,7 +66,7 @@ def calibrate_run(run_dir: str | Path, problem: CalibrationProblem, steps: list[
         rule = schedule.sigmas(n, get_sampler(sampler).spacing, sigma_data=problem.sigma_data)
         grid = calibrate_sigmas(problem.denoiser, noise, n, sampler, sigma_min=schedule.sigma_min,
                                 sigma_max=schedule.sigma_max, candidates=[rule, schedule.sigmas(n, "karras")],
-                                reference=reference, evals=evals_per_step * n, holdout=0.25, **options)
+                                reference=reference, evals=evals_per_step * n, holdout=HOLDOUT, **options)
         info = {"rms_default": unseen_error(rule), "rms_calibrated": unseen_error(grid), "draws": len(noise),
                 "evals": evals_per_step * n, "seed": seed}
         save_grid(run_dir, sampler, n, grid, info)

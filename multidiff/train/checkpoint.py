@@ -33,7 +33,7 @@ from torch import nn
 
 from ..backbones import backbone_from_config, backbone_to_config
 from ..core.precond import Precond, make_precond
-from ..core.schedules import schedule_from_config
+from ..core.schedules import check_sigmas, schedule_from_config
 from ..atomic import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -181,8 +181,6 @@ def from_pretrained(directory: str | os.PathLike, *, weights: str = "ema", devic
 def load_grids(directory: str | os.PathLike) -> dict[tuple[str, int], torch.Tensor]:
     """The calibrated grids of a run folder, ``{(method, steps): sigmas}`` (empty without ``grids.json``).
     ``default_sigmas`` returns one of these in place of the spacing rule when it matches."""
-    from ..core.schedules import check_sigmas
-
     path = Path(directory) / GRIDS_NAME
     if not path.exists():
         return {}

@@ -45,6 +45,27 @@ def reference_solution(denoiser, noise: torch.Tensor, sigma_max: float, sigma_mi
     return sample(denoiser, noise.clone(), logsnr_sigmas(steps, sigma_min, sigma_max), method="ipndm", **options)
 
 
+def held_back(n: int, holdout: float) -> slice:
+    """The draws of a calibration batch of ``n`` that only check the result: the last ``int(holdout * n)``."""
+    return slice(n - int(holdout * n), n)
+
+
+def _per_draw(cond, noise: torch.Tensor) -> bool:
+    return isinstance(cond, torch.Tensor) and cond.ndim > 0 and len(cond) == len(noise)
+
+
+def grid_error(denoiser, noise: torch.Tensor, reference: torch.Tensor, grid: torch.Tensor, method: str,
+               part: slice = slice(None), cond=None, **options) -> float:
+    """RMS distance (per element) between ``method`` on ``grid`` from ``noise[part]`` and
+    ``reference[part]``; a ``cond`` with one row per draw is sliced with the noise."""
+    from . import sample
+    if cond is not None:
+        options["cond"] = cond[part] if _per_draw(cond, noise) else cond
+    with torch.no_grad():
+        out = sample(denoiser, noise[part].clone(), grid, method=method, **options)
+    return (out - reference[part]).double().pow(2).mean().sqrt().item()
+
+
 def grid_to_params(sigmas: torch.Tensor, sigma_min: float, min_log_step: float) -> list[float]:
     """Coordinates of a grid (sigma_max = sigmas[0] > ... > sigmas[-2] >= sigma_min, then 0):
     the log-steps, and the slack left below the last node, above ``min_log_step``,
@@ -137,7 +158,7 @@ def calibrate_sigmas(denoiser, noise: torch.Tensor, steps: int, method: str = "u
     [sigma_min, sigma_max]: a trained network is not asked for sigmas it was
     not trained on. ``cond`` and ``options`` go to the denoiser through
     :func:`sample`, as when sampling."""
-    from . import get_sampler, sample
+    from . import get_sampler
     get_sampler(method)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -153,17 +174,13 @@ def calibrate_sigmas(denoiser, noise: torch.Tensor, steps: int, method: str = "u
     call = dict(options, cond=cond) if cond is not None else dict(options)
     if reference is None:
         reference = reference_solution(denoiser, noise, sigma_max, sigma_min, reference_steps, **call)
-    fit = len(noise) - int(holdout * len(noise))
-    per_draw = isinstance(cond, torch.Tensor) and cond.ndim > 0 and len(cond) == len(noise)
-    if cond is not None and fit < len(noise) and not per_draw:
+    unseen = held_back(len(noise), holdout)
+    if cond is not None and unseen.start < len(noise) and not _per_draw(cond, noise):
         raise ValueError(f"cond must be a tensor with one row per draw ({len(noise)}) to split the batch; "
                          f"or pass holdout=0")
 
-    def error(grid: torch.Tensor, part: slice = slice(0, fit)) -> float:
-        part_call = dict(call, cond=cond[part]) if per_draw else call
-        with torch.no_grad():
-            out = sample(denoiser, noise[part].clone(), grid, method=method, **part_call)
-        return (out - reference[part]).double().pow(2).flatten(1).sum(1).mean().sqrt().item()
+    def error(grid: torch.Tensor, part: slice = slice(0, unseen.start)) -> float:
+        return grid_error(denoiser, noise, reference, grid, method, part, **call)
 
     starts = [logsnr_sigmas(steps, sigma_min, sigma_max)]
     for grid in candidates:
@@ -179,10 +196,9 @@ def calibrate_sigmas(denoiser, noise: torch.Tensor, steps: int, method: str = "u
                              evals=60 * steps if evals is None else evals)
     start, refined = params_to_grid(x0, sigma_max, sigma_min, min_log_step), \
         params_to_grid(best, sigma_max, sigma_min, min_log_step)
-    if fit < len(noise):
-        unseen = slice(fit, len(noise))
+    if unseen.start < len(noise):
         return refined if error(refined, unseen) < error(start, unseen) else start
     return refined
 
 
-__all__ = ["calibrate_sigmas", "reference_solution", "nelder_mead", "grid_to_params", "params_to_grid"]
+__all__ = ["calibrate_sigmas", "reference_solution", "grid_error", "held_back", "nelder_mead", "grid_to_params", "params_to_grid"]
