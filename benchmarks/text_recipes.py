@@ -3,6 +3,7 @@
     python benchmarks/text_recipes.py steps --run runs/wn          # metrics at 10, 25 and 100 sampler steps
     python benchmarks/text_recipes.py examples --run runs/wn       # 20 unedited samples and control examples
     python benchmarks/text_recipes.py keyword --run runs/wn        # keyword scale sweep: success vs perplexity
+    python benchmarks/text_recipes.py temperature --run runs/wn    # sampling temperature: fluency vs diversity
 
 ``steps``: the run's full evaluation (``multidiff eval``: perplexity beside the
 real-text floor, distinct-n, copies, rounding error, length / keyword / style
@@ -14,6 +15,11 @@ keyword, style and template examples. Block ``text_examples``.
 
 ``keyword``: keyword success and the samples' perplexity against the guidance
 scale (1 / Diffusion-LM's fluency weight). Block ``text_keyword``.
+
+``temperature``: perplexity, distinct-n, copies, sentence length and keyword
+success against the sampling temperature of the word posteriors, with the first
+samples of each. Block ``text_temperature`` (``--block`` another name, for a
+held-out run).
 """
 
 from __future__ import annotations
@@ -120,20 +126,70 @@ def keyword(run: Path, scales: list[float], num: int) -> str:
                              f"{config.sample_steps} steps; run `{run}`.\n"
 
 
+def temperature(run: Path, temperatures: list[float], num: int, shown: int = 5) -> str:
+    import torch
+
+    from multidiff.metrics.text import KneserNeyLM, copy_rate, distinct_n, keyword_success
+    from multidiff.recipes import text
+
+    model, config, tokenizer, prior, _ = text.load_run(run)
+    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    words = lambda texts: [t.split() for t in texts]  # noqa: E731
+    train, test = words(data.splits["train"]["text"]), words(data.splits["test"]["text"])
+    lm = KneserNeyLM(order=3).fit(train)
+    real, real_ppl = test[:num], lm.perplexity(test)
+    classifier = text.load_classifier(run, model.schedule, "cpu")
+    keywords = text.keyword_choices(data.splits["train"]["ids"], tokenizer, min(num, 200),
+                                    torch.Generator().manual_seed(0))
+    vocabulary = tokenizer.vocabulary()
+    train_lengths = (data.splits["train"]["ids"] != tokenizer.pad_id).sum(1)
+    lengths = train_lengths[torch.randint(len(train_lengths), (num,), generator=torch.Generator().manual_seed(1))]
+    rows = ["| temperature | perplexity | ratio | dist-1 | dist-2 | copies | words | perplexity at the data's lengths "
+            "| keyword |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    shown_samples = []
+    with text.threads_of(config):
+        for t in temperatures:
+            drawn = text._draw(model, config, tokenizer, prior, num=num, seed=0, temperature=t)
+            samples = words(drawn["text"])
+            success = "-"
+            if classifier is not None:
+                steered = text._draw(model, config, tokenizer, prior, num=len(keywords), seed=2, keywords=keywords,
+                                     classifier=classifier, temperature=t)
+                success = f"{keyword_success(words(steered['text']), [vocabulary[k] for k in keywords]):.3f}"
+            held = text._draw(model, config, tokenizer, prior, num=num, seed=1, lengths=lengths, temperature=t)
+            ppl = lm.perplexity(samples)
+            rows.append(f"| {t:g} | {ppl:.0f} | {ppl / real_ppl:.2f} | {distinct_n(samples, 1):.3f} | "
+                        f"{distinct_n(samples, 2):.3f} | {copy_rate(samples, train):.3f} | "
+                        f"{sum(map(len, samples)) / num:.2f} | {lm.perplexity(words(held['text'])):.0f} | {success} |")
+            print(rows[-1], flush=True)
+            shown_samples += [f"temperature {t:g} (free length; at the data's lengths):", "", "```text",
+                              *drawn["text"][:shown], "```", "", "```text", *held["text"][:shown], "```", ""]
+    rows.append(f"| real (held out) | {real_ppl:.0f} | 1 | {distinct_n(real, 1):.3f} | {distinct_n(real, 2):.3f} | "
+                f"{copy_rate(real, train):.3f} | {sum(map(len, real)) / len(real):.2f} | {real_ppl:.0f} | - |")
+    meta = (f"\n{num} samples per row (keyword: {len(keywords)}, scale {config.keyword_scale:g}), sampler "
+            f"`{config.sampler}`, {config.sample_steps} steps, seed 0; run `{run}` ({config.dataset}).\n\n"
+            f"The first {shown} samples of each row, unedited:\n\n")
+    return "\n".join(rows) + "\n" + meta + "\n".join(shown_samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["steps", "examples", "keyword"])
+    parser.add_argument("task", choices=["steps", "examples", "keyword", "temperature"])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 100])
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 2, 4, 8, 16, 32])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
     parser.add_argument("--num", type=int, default=500)
+    parser.add_argument("--block", default="text_temperature", help="temperature: the docs block to write")
     args = parser.parse_args()
     if args.task == "steps":
         write_block(DOC, "text_steps", steps(args.run, args.steps, args.num), append_if_missing=True)
     elif args.task == "examples":
         write_block(DOC, "text_examples", examples(args.run), append_if_missing=True)
-    else:
+    elif args.task == "keyword":
         write_block(DOC, "text_keyword", keyword(args.run, args.scales, args.num), append_if_missing=True)
+    else:
+        write_block(DOC, args.block, temperature(args.run, args.temperatures, args.num), append_if_missing=True)
 
 
 if __name__ == "__main__":

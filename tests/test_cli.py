@@ -99,6 +99,7 @@ BAD = [
     (["sample", "{run}"], "Missing option '--out'"),
     (["eval", "{run}", "--sampler", "nosuch"], "unknown sampler 'nosuch'"),
     (["inpaint", "{run}", "--out", "x"], "recipe 'toy2d' does not inpaint"),
+    (["sample", "{run}", "--temperature", "0.5", "--out", "x"], "recipe 'toy2d' does not take them"),
     (["eval", "{empty}"], "config.json"),
     (["eval", "{run}", "--num", "-3"], "--num"),
     (["nosuchcommand"], "No such command"),

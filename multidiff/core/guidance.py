@@ -176,23 +176,35 @@ class RestrictRows:
     position barred from ``[PAD]`` gets the word the context makes likely, not the row nearest
     ``[PAD]``. Positions are restricted one at a time (the event's effect on the other positions'
     posteriors is left out). ``allowed`` (bool, ``(..., L, V)`` broadcastable to the logits; a
-    batch-doubling wrapper such as classifier-free guidance may sit outside: the rows repeat)."""
+    batch-doubling wrapper such as classifier-free guidance may sit outside: the rows repeat).
 
-    def __init__(self, model, allowed: torch.Tensor):
+    ``temperature`` divides the logits before the softmax: below 1 each position's posterior
+    leans toward its likeliest rows, so the sampler follows the model's more probable words
+    (the sampling temperature of language models, applied to the denoiser; 1: unchanged).
+    ``allowed=None`` keeps every row (a temperature alone)."""
+
+    def __init__(self, model, allowed: torch.Tensor | None = None, temperature: float = 1.0):
         if not callable(getattr(model, "logits", None)):
             raise ValueError(f"RestrictRows needs a categorical denoiser (with .logits); "
                              f"{type(model).__name__} has none")
-        if allowed.dtype != torch.bool or not bool(allowed.any(-1).all()):
+        if allowed is not None and (allowed.dtype != torch.bool or not bool(allowed.any(-1).all())):
             raise ValueError("allowed must be a bool tensor that allows at least one row at every position")
-        self.model, self.allowed = model, allowed
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model, self.allowed, self.temperature = model, allowed, float(temperature)
 
     def __call__(self, x, sigma, cond=None, previous=None):
-        allowed = self.allowed
-        if allowed.ndim == x.ndim and allowed.shape[0] not in (1, x.shape[0]):
-            if x.shape[0] % allowed.shape[0]:
-                raise ValueError(f"allowed rows for a batch of {allowed.shape[0]}, x has {x.shape[0]}")
-            allowed = allowed.repeat(x.shape[0] // allowed.shape[0], *([1] * (allowed.ndim - 1)))
-        options = {"allowed": allowed} if previous is None else {"allowed": allowed, "previous": previous}
+        allowed, options = self.allowed, {}
+        if allowed is not None:
+            if allowed.ndim == x.ndim and allowed.shape[0] not in (1, x.shape[0]):
+                if x.shape[0] % allowed.shape[0]:
+                    raise ValueError(f"allowed rows for a batch of {allowed.shape[0]}, x has {x.shape[0]}")
+                allowed = allowed.repeat(x.shape[0] // allowed.shape[0], *([1] * (allowed.ndim - 1)))
+            options["allowed"] = allowed
+        if self.temperature != 1.0:
+            options["temperature"] = self.temperature
+        if previous is not None:
+            options["previous"] = previous
         return _call(self.model, x, sigma, cond, **options)
 
 

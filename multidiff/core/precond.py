@@ -174,11 +174,17 @@ class CategoricalPrecond(Precond):
         return out
 
     def forward(self, x: torch.Tensor, sigma, cond=None, previous: torch.Tensor | None = None,
-                allowed: torch.Tensor | None = None) -> torch.Tensor:
-        """The posterior mean ``softmax(F) @ E``; ``allowed`` (bool, broadcastable to ``(..., V)``):
-        the posterior restricted to those rows at each position (the others get probability 0)."""
+                allowed: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """The posterior mean ``softmax(F / temperature) @ E``; ``allowed`` (bool, broadcastable to
+        ``(..., V)``): the posterior restricted to those rows at each position (the others get
+        probability 0); ``temperature < 1`` sharpens each position's posterior toward its likeliest
+        rows (1: the model's own posterior)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         dtype = torch.promote_types(x.dtype, torch.float32)  # the softmax at least in float32
         logits = self.logits(x, sigma, cond, previous).to(dtype)
+        if temperature != 1.0:
+            logits = logits / temperature
         if allowed is not None:
             logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
         return (torch.softmax(logits, dim=-1) @ self.table().to(dtype)).to(x.dtype)

@@ -119,6 +119,7 @@ class TextConfig:
     clamp: bool = False  # the clamping trick (snap each x0 estimate to the table)
     clamp_below: float = 0.0  # clamp only at sigma <= this (0: at every step)
     keyword_scale: float = 3.0  # keyword guidance scale (1 / fluency weight)
+    temperature: float = 1.0  # categorical only: the posterior's logits are divided by it while sampling
     num_eval: int = 500
     checkpoint_every: int = 1000
     sample_every: int = 1000
@@ -130,7 +131,7 @@ class TextConfig:
                      at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "length", "embed_dim"),
                      non_negative=("width", "depth", "warmup_steps", "seed", "threads", "checkpoint_every",
                                    "sample_every", "classifier_steps", "max_unknown"),
-                     positive=("lr", "sigma_data", "round_sigma", "p_std"))
+                     positive=("lr", "sigma_data", "round_sigma", "p_std", "temperature"))
         if self.preset not in ("tiny", "small", "base"):
             raise ValueError(f"unknown transformer1d preset {self.preset!r}; choose one of: tiny, small, base")
         if self.vocab_size < 3:
@@ -423,7 +424,7 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
           steps: int | None = None, lengths: torch.Tensor | None = None, keywords: torch.Tensor | None = None,
           keyword_scale: float | None = None, classifier: KeywordClassifier | None = None,
           known_ids: torch.Tensor | None = None, known: torch.Tensor | None = None,
-          progress: bool = False) -> dict:
+          temperature: float | None = None, progress: bool = False) -> dict:
     """Sentences from ``model``: ``{"text": [...], "ids": (num, L), "x": (num, L, D) the continuous
     samples, "labels"?, "control": [...], "seconds"}``.
 
@@ -431,8 +432,12 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
     (needs ``classifier``); ``known_ids (num, L)`` with ``known (num, L)`` bool: tokens to keep
     (infilling). ``classes``: the number of classes or their weights (the corpus's mix); a
     style-conditional run draws labels from them unless given ``label`` (all) or ``labels``, and
-    samples under classifier-free guidance of scale ``guidance`` (default: the run's)."""
+    samples under classifier-free guidance of scale ``guidance`` (default: the run's).
+    ``temperature`` (default: the run's) divides a categorical model's logits while sampling."""
     sampler = config.sampler if sampler is None else sampler
+    temperature = config.temperature if temperature is None else temperature
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     steps = config.sample_steps if steps is None else steps
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -466,7 +471,7 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
             out["control"][i]["length"] = n
     allowed = allowed.to(device)
     # a categorical model picks among the allowed rows itself (its posterior renormalised over them)
-    denoiser = RestrictRows(model, allowed) if config.prediction == "categorical" else model
+    denoiser = RestrictRows(model, allowed, temperature) if config.prediction == "categorical" else model
     if getattr(model, "self_condition", False):
         denoiser = SelfConditioning(denoiser)
     if cond is not None:
@@ -539,9 +544,11 @@ def _keyword_ids(tokenizer: TextTokenizer, keyword: str, num: int) -> torch.Tens
 
 def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
            seed: int = 0, progress: bool = False, label: int | None = None, guidance: float | None = None,
-           length: int | None = None, keyword: str | None = None, keyword_scale: float | None = None) -> dict:
+           length: int | None = None, keyword: str | None = None, keyword_scale: float | None = None,
+           temperature: float | None = None) -> dict:
     """``num`` sentences from a trained run (see :func:`_draw`), optionally of exactly ``length``
-    tokens, containing ``keyword``, or in style ``label``."""
+    tokens, containing ``keyword``, or in style ``label``, at sampling ``temperature`` (default: the
+    run's)."""
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     model, config, tokenizer, prior, class_names = load_run(run_dir, device=_device(run_dir))
@@ -556,7 +563,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
                        classifier=_classifier(run_dir, model))
     with threads_of(config):
         drawn = _draw(model, config, tokenizer, prior, num=num, seed=seed, label=label, guidance=guidance,
-                      sampler=sampler, steps=steps, progress=progress, **options)
+                      sampler=sampler, steps=steps, temperature=temperature, progress=progress, **options)
     drawn["class_names"] = class_names
     return drawn
 
@@ -574,7 +581,7 @@ def _classifier(run_dir, model: Precond) -> KeywordClassifier:
 
 def infill(run_dir: str | os.PathLike, template: str, *, num: int = 5, sampler: str | None = None,
            steps: int | None = None, seed: int = 0, progress: bool = False, label: int | None = None,
-           guidance: float | None = None) -> dict:
+           guidance: float | None = None, temperature: float | None = None) -> dict:
     """``num`` completions of ``template``: each ``___`` is one generated token, the other words stay."""
     model, config, tokenizer, prior, class_names = load_run(run_dir, device=_device(run_dir))
     _check_label(config, len(prior), label, guidance)
@@ -582,7 +589,7 @@ def infill(run_dir: str | os.PathLike, template: str, *, num: int = 5, sampler: 
     with threads_of(config):
         drawn = _draw(model, config, tokenizer, prior, num=num, seed=seed, label=label, guidance=guidance,
                       sampler=sampler, steps=steps, known_ids=ids.expand(num, -1), known=known.expand(num, -1),
-                      progress=progress)
+                      temperature=temperature, progress=progress)
     for control in drawn["control"]:
         control["template"] = template
     drawn["class_names"] = class_names
@@ -647,18 +654,21 @@ def _infill_test(model, config, data: Prepared, *, num: int, region: str, seed: 
 
 
 def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
-             steps: int | None = None, seed: int = 0, progress: bool = False, guidance: float | None = None) -> dict:
-    """The metrics of fresh samples (see the module docstring), as a JSON-able dict."""
+             steps: int | None = None, seed: int = 0, progress: bool = False, guidance: float | None = None,
+             temperature: float | None = None) -> dict:
+    """The metrics of fresh samples (see the module docstring), as a JSON-able dict (``temperature``:
+    the sampling temperature, default the run's)."""
     model, config, tokenizer, _, _ = load_run(run_dir, device=_device(run_dir))
     data = Prepared(config, load_corpus(config), tokenizer)
     with threads_of(config):
         return _evaluate(run_dir, config, data, model, num=num, sampler=sampler, steps=steps, seed=seed,
-                         guidance=guidance, progress=progress)
+                         guidance=guidance, temperature=temperature, progress=progress)
 
 
 def _evaluate(run_dir, config: TextConfig, data: Prepared, model: Precond, *, num: int | None = None,
               sampler: str | None = None, steps: int | None = None, seed: int = 0, guidance: float | None = None,
-              progress: bool = False, nll_num: int = 100, control_num: int = 200) -> dict:
+              temperature: float | None = None, progress: bool = False, nll_num: int = 100,
+              control_num: int = 200) -> dict:
     from ..metrics.text import (KneserNeyLM, copy_rate, distinct_n, keyword_success, length_accuracy)
 
     num = config.num_eval if num is None else num
@@ -667,13 +677,14 @@ def _evaluate(run_dir, config: TextConfig, data: Prepared, model: Precond, *, nu
     tokenizer, splits = data.tokenizer, data.splits
     sampler = config.sampler if sampler is None else sampler
     steps = config.sample_steps if steps is None else steps
-    options = dict(sampler=sampler, steps=steps, progress=progress)
+    temperature = config.temperature if temperature is None else temperature
+    options = dict(sampler=sampler, steps=steps, temperature=temperature, progress=progress)
     words = lambda texts: [t.split() for t in texts]  # noqa: E731
     train_words, test_words = words(splits["train"]["text"]), words(splits["test"]["text"])
     lm = KneserNeyLM(order=3).fit(train_words)
     real = test_words[:num]
     report = {"recipe": config.recipe, "dataset": config.dataset, "num": num, "sampler": sampler,
-              "sample_steps": steps, "seed": seed, "vocab_size": tokenizer.vocab_size,
+              "sample_steps": steps, "temperature": temperature, "seed": seed, "vocab_size": tokenizer.vocab_size,
               "train_sentences": len(train_words), "dropped_sentences": data.dropped}
 
     drawn = _draw(model, config, tokenizer, data.class_prior, num=num, seed=seed, **options)
