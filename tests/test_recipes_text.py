@@ -235,3 +235,28 @@ def test_self_conditioned_model_trains_reloads_and_samples(tmp_path):
     assert sum(t in grammar for t in drawn["text"]) >= 12, drawn["text"][:10]  # (random words: ~0)
     with pytest.raises(ValueError, match="self_condition needs prediction=categorical"):
         make_config(recipe, {"self_condition": "true", "prediction": "edm"})
+
+
+def test_calibrate_a_text_run(run_dir, tmp_path):
+    """``multidiff calibrate`` on a text run: the grid is fitted to the denoiser as ``sample`` calls it
+    (never [UNK]), saved in grids.json, used by sampling at that step count, and the samples stay in
+    the grammar."""
+    import shutil
+
+    from multidiff.core.samplers import default_sigmas
+    from multidiff.train.checkpoint import load_grids
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    result = CliRunner().invoke(main, ["calibrate", str(copy), "--steps", "4", "--num", "32", "--evals", "8"])
+    assert result.exit_code == 0, result.output
+    grid = load_grids(copy)[("unipc", 4)]
+    info = json.loads((copy / "grids.json").read_text())["info"]["unipc"]["4"]
+    assert info["rms_calibrated"] <= info["rms_default"] * (1 + 1e-9)
+    model = text_recipe.load_run(copy)[0]
+    assert torch.equal(default_sigmas(model.schedule, 4, "unipc", sigma_data=1.0), grid)
+    assert float(grid[-2]) >= model.schedule.sigma_min - 1e-12  # never below where the network was trained
+    grammar = {f"{s} {v} {p}" for s, v, p in itertools.product(SUBJECTS, VERBS, PLACES)}
+    drawn = text_recipe.sample(copy, num=40, seed=1, steps=4)
+    assert "[UNK]" not in " ".join(drawn["text"])
+    assert sum(t in grammar for t in drawn["text"]) >= 15, drawn["text"][:10]

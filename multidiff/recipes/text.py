@@ -470,12 +470,8 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
         for i, n in enumerate(lengths.tolist()):
             out["control"][i]["length"] = n
     allowed = allowed.to(device)
-    # a categorical model picks among the allowed rows itself (its posterior renormalised over them)
-    denoiser = RestrictRows(model, allowed, temperature) if config.prediction == "categorical" else model
-    if getattr(model, "self_condition", False):
-        denoiser = SelfConditioning(denoiser)
-    if cond is not None:
-        denoiser = guided(denoiser, num_classes, config.guidance if guidance is None else guidance)
+    denoiser = _denoiser(model, config, allowed, temperature, num_classes,
+                         None if cond is None else (config.guidance if guidance is None else guidance))
     if keywords is not None:
         if classifier is None:
             raise ValueError("keyword control needs the run's keyword classifier (trained with classifier_steps > 0)")
@@ -507,6 +503,40 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
     ids = torch.where(known.to(device), known_ids.to(device), ids).cpu()
     out.update(ids=ids, x=x.float().cpu(), text=tokenizer.decode(ids), seconds=time.perf_counter() - start)
     return out
+
+
+def _denoiser(model: Precond, config: TextConfig, allowed: torch.Tensor, temperature: float, num_classes: int,
+              guidance: float | None):
+    """The denoiser every text sample starts from, before the keyword and clamping wrappers: a categorical
+    model picks among the ``allowed`` rows itself (its posterior renormalised over them, at
+    ``temperature``), reads its last estimate if self-conditioned, and is guided toward its style
+    label at scale ``guidance`` (None: unconditional)."""
+    denoiser = RestrictRows(model, allowed, temperature) if config.prediction == "categorical" else model
+    if getattr(model, "self_condition", False):
+        denoiser = SelfConditioning(denoiser)
+    if guidance is not None:
+        denoiser = guided(denoiser, num_classes, guidance)
+    return denoiser
+
+
+def calibration_problem(run_dir: str | os.PathLike, num: int):
+    """What ``multidiff calibrate`` calibrates: the model as ``sample`` draws by default (free length,
+    never ``[UNK]``, the run's temperature; style labels cycling through the classes under the
+    run's guidance) on batches of ``num`` sentences."""
+    from ..train.calibration import CalibrationProblem
+
+    model, config, tokenizer, prior, _ = load_run(run_dir, device=_device(run_dir))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        table = token_table(model, config.sigma_data).detach()
+    allowed = torch.ones(config.length, table.shape[0], dtype=torch.bool, device=device)  # the same for every draw
+    allowed[:, tokenizer.unk_id] = False
+    cond = torch.arange(num) % len(prior) if is_conditional(config, len(prior)) else None
+    denoiser = _denoiser(model, config, allowed, config.temperature, len(prior),
+                         None if cond is None else config.guidance)
+    if config.clamp:
+        denoiser = Clamp(denoiser, table, allowed, below=config.clamp_below or None)
+    return CalibrationProblem(model, denoiser, (num, config.length, table.shape[1]), cond, config.sigma_data)
 
 
 def read_config(run_dir: str | os.PathLike) -> TextConfig:
