@@ -209,7 +209,8 @@ def family_rows(problem: FamilyProblem, ref: torch.Tensor, md: dict, df: dict, c
         bm = best((m, e) for (m, k), e in md.items() if k == n)
         bd = best((label, e) for (label, k), e in df.items() if k == n)
         bc = best((m, e) for (m, k), (e, _) in cal.items() if k == n)
-        rows.append({"family": problem.family, "draws": problem.samples, "nfe": n, "md": bm, "df": bd, "ratio": bm[1] / bd[1],
+        rows.append({"family": problem.family, "draws": problem.samples, "nfe": n, "md": bm, "df": bd,
+                     "ratio": bm[1] / bd[1],
                      "cal": bc, "ratio_cal": bc[1] / bd[1], "grid": cal[(bc[0], n)][1]})
     return rows
 
@@ -264,7 +265,8 @@ def report(rows: list, checks: list, samples: int, reference_steps: int) -> str:
                       str(r["nfe"]),
                       f"{r['md'][0]} {r['md'][1]:.2e}", f"{r['cal'][0]} {r['cal'][1]:.2e}",
                       f"{r['df'][0]} {r['df'][1]:.2e}", f"{r['ratio']:.2f}", f"{r['ratio_cal']:.2f}"])
-    lines.append(md_table(["family", "draws", "NFE", "best multidiff (default grid)", "best multidiff (calibrated grid)",
+    lines.append(md_table(["family", "draws", "NFE", "best multidiff (default grid)",
+                           "best multidiff (calibrated grid)",
                            "best diffusers", "ratio (default)", "ratio (calibrated)"], table))
     lines.append("")
     rows_s = []

@@ -106,6 +106,8 @@ def test_temperature_keeps_grammar_and_sharpens(run_dir):
     assert len(set(cold)) <= len(set(plain))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         text_recipe.sample(run_dir, num=2, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature needs prediction=categorical"):
+        text_recipe.TextConfig(prediction="edm", temperature=0.5)
 
 
 def test_bad_controls(run_dir):

@@ -143,6 +143,8 @@ class TextConfig:
             raise ValueError(f"keyword_scale must be >= 0, got {self.keyword_scale}")
         if self.self_condition and self.prediction != "categorical":
             raise ValueError(f"self_condition needs prediction=categorical, got {self.prediction!r}")
+        if self.temperature != 1.0 and self.prediction != "categorical":
+            raise ValueError(f"temperature needs prediction=categorical, got {self.prediction!r}")
         if self.dataset == "file" and not self.data_root:
             raise ValueError("the file dataset needs data_root=FILE (a UTF-8 text file, one sentence a line)")
         if self.tokenizer == "minilm" and self.embed_dim != 384:
@@ -436,8 +438,9 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
     ``temperature`` (default: the run's) divides a categorical model's logits while sampling."""
     sampler = config.sampler if sampler is None else sampler
     temperature = config.temperature if temperature is None else temperature
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if temperature != 1.0 and config.prediction != "categorical":
+        raise ValueError(f"a sampling temperature needs prediction=categorical (a posterior over the table), "
+                         f"this run has {config.prediction!r}")
     steps = config.sample_steps if steps is None else steps
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
