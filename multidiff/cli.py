@@ -330,8 +330,8 @@ def calibrate(run_dir, steps_list, sampler, num, evals, seed):
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
     if recipe.calibration is None:
-        raise click.UsageError(f"recipe {recipe.name!r} cannot be calibrated yet (toy2d, image, audio and text runs "
-                               f"can)")
+        raise click.UsageError(f"recipe {recipe.name!r} cannot be calibrated (toy2d, image, audio, text and "
+                               f"trajectory runs can)")
     saved = load_config(run_dir)["config"]
     sampler = sampler or saved.get("sampler", "unipc")
     steps_list = list(steps_list) or [saved.get("sample_steps", 10)]

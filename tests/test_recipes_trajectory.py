@@ -186,3 +186,30 @@ def test_cli_plan_prints_json_and_writes_the_picture(maze_run, tmp_path):
     assert (tmp_path / "p.png").is_file() and (tmp_path / "p.json").is_file()
     result = CliRunner().invoke(main, ["plan", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+@pytest.mark.parametrize("which", ["maze", "pendulum"])
+def test_calibrate_a_trajectory_run(which, maze_run, pendulum_run, tmp_path):
+    """``multidiff calibrate`` on a trajectory run fits the grid to the planner's own denoiser (goal
+    inpainting on the maze, value guidance on the pendulum), saves it, and the planner then uses it;
+    the plans still start exactly at the episode's state."""
+    import shutil
+
+    import torch
+    from click.testing import CliRunner
+
+    from multidiff.cli import main
+    from multidiff.core.samplers import default_sigmas
+    from multidiff.train.checkpoint import load_grids
+
+    copy = tmp_path / "run"
+    shutil.copytree(maze_run if which == "maze" else pendulum_run, copy)
+    result = CliRunner().invoke(main, ["calibrate", str(copy), "--steps", "3", "--num", "8", "--evals", "4"])
+    assert result.exit_code == 0, result.output
+    grid = load_grids(copy)[("unipc", 3)]
+    info = json.loads((copy / "grids.json").read_text())["info"]["unipc"]["3"]
+    assert info["rms_calibrated"] <= info["rms_default"] * (1 + 1e-9)
+    planner = Planner.from_run(copy, sampler="unipc", steps=3)
+    assert torch.equal(default_sigmas(planner.model.schedule, 3, "unipc"), grid)
+    drawn = R.sample(copy, num=4, sampler="unipc", steps=3)
+    np.testing.assert_allclose(drawn["observations"][:, 0], drawn["starts"], atol=1e-5)

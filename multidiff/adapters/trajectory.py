@@ -61,7 +61,7 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..backbones import UNet1D, UNet1DConfig
-from ..core.guidance import GradientGuidance
+from ..core.guidance import GradientGuidance, Inpaint
 from ..core.inpainting import sample_inpaint
 from ..core.losses import denoising_loss
 from ..core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas
@@ -630,14 +630,7 @@ class Planner:
         """Plans ``(N, H, D)`` in model space from ``states (N, S)`` (and ``goals (N, G)``, in env
         units), and their values ``(N,)`` (None without a value model)."""
         s = self.settings
-        first = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
-        goal = None
-        if s.goal_dims:
-            if goals is None:
-                raise ValueError(f"this planner reaches goals: give the env's desired_goal ({len(s.goal_dims)} values)")
-            goal = torch.as_tensor(np.asarray(goals), dtype=torch.float32, device=self.device)
-        known, mask = constraints(self.normalizer, s.horizon, s.obs_dim, first, goal, goal_dims=s.goal_dims,
-                                  rest_dims=s.rest_dims)
+        known, mask = self.constraints(states, goals)
         denoiser = ConditionedDenoiser(self.model, known[mask > 0].reshape(len(known), -1)) if s.conditioned \
             else self.denoiser
         counter = CallCounter(denoiser)
@@ -650,6 +643,37 @@ class Planner:
                 values = self.value(x, torch.full((len(x),), float(self.model.schedule.sigma_min), device=self.device))
         self.last_calls = counter.calls
         return x, values
+
+    def constraints(self, states, goals=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``known, mask (N, H, D)`` in model space for plans from ``states (N, S)`` (and ``goals
+        (N, G)`` in env units, when the planner reaches goals)."""
+        s = self.settings
+        first = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
+        goal = None
+        if s.goal_dims:
+            if goals is None:
+                raise ValueError(f"this planner reaches goals: give the env's desired_goal ({len(s.goal_dims)} values)")
+            goal = torch.as_tensor(np.asarray(goals), dtype=torch.float32, device=self.device)
+        return constraints(self.normalizer, s.horizon, s.obs_dim, first, goal, goal_dims=s.goal_dims,
+                           rest_dims=s.rest_dims)
+
+    def calibration_denoiser(self, mask: torch.Tensor):
+        """The denoiser :meth:`sample` draws plans with, as a function ``(x, sigma, cond)`` of each
+        draw's known values ``cond (n, H, D)`` (the ``known`` of :meth:`constraints`; ``mask (H,
+        D)`` is the same for every draw), so a grid can be calibrated on any slice of a batch of
+        plans: the conditioned network, value guidance when the run uses it, the constraints
+        inpainted."""
+        s = self.settings
+        keep = mask > 0
+
+        def denoiser(x, sigma, cond):
+            base = ConditionedDenoiser(self.model, cond[:, keep]) if s.conditioned else self.denoiser
+            if self.value is not None and s.guidance_scale > 0:
+                base = GradientGuidance(base, lambda x, sigma, cond=None: self.value(x, sigma), s.guidance_scale,
+                                        on="x")
+            return Inpaint(base, mask.to(x), cond)(x, sigma)
+
+        return denoiser
 
     def plan(self, state: np.ndarray, goal: np.ndarray | None = None) -> dict:
         """Sample ``num_plans`` plans from ``state`` (and ``goal``) and return the best:

@@ -647,16 +647,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     with threads_of(config):
         planner = Planner.from_run(run_dir, device=sampling_device(config), sampler=sampler, steps=steps, seed=seed)
         s = planner.settings
-        env = planner.make_env()
-        try:
-            states, goals = [], []
-            for start in episode_starts(env, num, seed):
-                obs, _ = env.reset(seed=start["seed"], options=start["options"])
-                state, goal = split_observation(obs, s.obs_dim)
-                states.append(state)
-                goals.append(goal)
-        finally:
-            env.close()
+        states, goals = _episode_states(planner, num, seed)
         start_time = time.perf_counter()
         with sampling_progress(s.sample_steps, f"sample ({s.sampler})", progress) as callback:
             x, _ = planner.sample(np.stack(states), np.stack(goals) if s.goal_dims else None, callback=callback)
@@ -664,6 +655,38 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     return {"observations": rows[..., :s.obs_dim], "actions": rows[..., s.obs_dim:], "starts": np.stack(states),
             "goals": np.stack(goals) if s.goal_dims else None, "walls": _walls(s), "env_id": s.env_id,
             "seconds": time.perf_counter() - start_time}
+
+
+def _episode_states(planner: Planner, num: int, seed: int) -> tuple[list, list]:
+    """The first observations (and goals) of ``num`` evaluation episodes drawn from ``seed``."""
+    env = planner.make_env()
+    try:
+        states, goals = [], []
+        for start in episode_starts(env, num, seed):
+            obs, _ = env.reset(seed=start["seed"], options=start["options"])
+            state, goal = split_observation(obs, planner.settings.obs_dim)
+            states.append(state)
+            goals.append(goal)
+    finally:
+        env.close()
+    return states, goals
+
+
+CALIBRATION_SEED = 1  # episode starts for `multidiff calibrate`; sample, plan and eval default to seed 0
+
+
+def calibration_problem(run_dir: str | os.PathLike, num: int):
+    """What ``multidiff calibrate`` calibrates: the planner's denoiser as ``sample`` and ``plan`` call
+    it (the conditioned network, value guidance, the start and goal inpainted), on plans from the
+    starts and goals of ``num`` episodes of seed CALIBRATION_SEED (not those ``plan`` measures by
+    default)."""
+    from ..train.calibration import CalibrationProblem
+
+    config = read_config(run_dir)
+    planner = Planner.from_run(run_dir, device=sampling_device(config))
+    states, goals = _episode_states(planner, num, CALIBRATION_SEED)
+    known, mask = planner.constraints(np.stack(states), np.stack(goals) if planner.settings.goal_dims else None)
+    return CalibrationProblem(planner.model, planner.calibration_denoiser(mask[0]), tuple(known.shape), known, None)
 
 
 def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> list[Path]:
