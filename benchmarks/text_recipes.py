@@ -102,16 +102,26 @@ def examples(run: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _loaded(run: Path):
+    """A run and what the sweeps measure it with: ``(model, config, tokenizer, prior, data, lm,
+    classifier)``, ``lm`` the trigram model fit on the run's training split, ``classifier`` its
+    keyword classifier (None without one)."""
+    from multidiff.metrics.text import KneserNeyLM
+    from multidiff.recipes import text
+
+    model, config, tokenizer, prior, _ = text.load_run(run)
+    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    lm = KneserNeyLM(order=3).fit([t.split() for t in data.splits["train"]["text"]])
+    return model, config, tokenizer, prior, data, lm, text.load_classifier(run, model.schedule, "cpu")
+
+
 def keyword(run: Path, scales: list[float], num: int) -> str:
     import torch
 
-    from multidiff.metrics.text import KneserNeyLM, keyword_success
+    from multidiff.metrics.text import keyword_success
     from multidiff.recipes import text
 
-    model, config, tokenizer, _, _ = text.load_run(run)
-    data = text.Prepared(config, text.load_corpus(config), tokenizer)
-    lm = KneserNeyLM(order=3).fit([t.split() for t in data.splits["train"]["text"]])
-    classifier = text.load_classifier(run, model.schedule, "cpu")
+    model, config, tokenizer, _, data, lm, classifier = _loaded(run)
     keywords = text.keyword_choices(data.splits["train"]["ids"], tokenizer, num, torch.Generator().manual_seed(0))
     vocabulary = tokenizer.vocabulary()
     rows = ["| keyword scale | success | perplexity |", "| --- | --- | --- |"]
@@ -129,16 +139,13 @@ def keyword(run: Path, scales: list[float], num: int) -> str:
 def temperature(run: Path, temperatures: list[float], num: int, shown: int = 5) -> str:
     import torch
 
-    from multidiff.metrics.text import KneserNeyLM, copy_rate, distinct_n, keyword_success
+    from multidiff.metrics.text import copy_rate, distinct_n, keyword_success
     from multidiff.recipes import text
 
-    model, config, tokenizer, prior, _ = text.load_run(run)
-    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    model, config, tokenizer, prior, data, lm, classifier = _loaded(run)
     words = lambda texts: [t.split() for t in texts]  # noqa: E731
     train, test = words(data.splits["train"]["text"]), words(data.splits["test"]["text"])
-    lm = KneserNeyLM(order=3).fit(train)
     real, real_ppl = test[:num], lm.perplexity(test)
-    classifier = text.load_classifier(run, model.schedule, "cpu")
     keywords = text.keyword_choices(data.splits["train"]["ids"], tokenizer, min(num, 200),
                                     torch.Generator().manual_seed(0))
     vocabulary = tokenizer.vocabulary()

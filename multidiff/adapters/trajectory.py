@@ -306,10 +306,17 @@ def sample_plans(denoiser, known: torch.Tensor, mask: torch.Tensor, sigmas: torc
     """Trajectories ``(B, H, D)`` with ``known`` kept exactly where ``mask`` is 1, sampled by
     ``method`` on ``denoiser`` (of ``(B, H, D)``); with a ``value`` model and ``guidance_scale > 0``
     the denoiser is first steered up the value's gradient (``D + scale sigma^2 grad V``)."""
-    if value is not None and guidance_scale > 0:
-        denoiser = GradientGuidance(denoiser, lambda x, sigma, cond=None: value(x, sigma), guidance_scale, on="x")
     options = {} if callback is None else {"callback": callback}
-    return sample_inpaint(denoiser, known, mask, sigmas, method=method, generator=generator, **options)
+    return sample_inpaint(value_guided(denoiser, value, guidance_scale), known, mask, sigmas, method=method,
+                          generator=generator, **options)
+
+
+def value_guided(denoiser, value, guidance_scale: float):
+    """``denoiser`` steered up the gradient of the noisy-plan ``value`` model (``D + scale sigma^2
+    grad V``); unchanged without a value model or with ``guidance_scale <= 0``."""
+    if value is None or guidance_scale <= 0:
+        return denoiser
+    return GradientGuidance(denoiser, lambda x, sigma, cond=None: value(x, sigma), guidance_scale, on="x")
 
 
 class CallCounter:
@@ -631,9 +638,7 @@ class Planner:
         units), and their values ``(N,)`` (None without a value model)."""
         s = self.settings
         known, mask = self.constraints(states, goals)
-        denoiser = ConditionedDenoiser(self.model, known[mask > 0].reshape(len(known), -1)) if s.conditioned \
-            else self.denoiser
-        counter = CallCounter(denoiser)
+        counter = CallCounter(self._network(known, mask[0] > 0))
         sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
         with torch.no_grad():
             x = sample_plans(counter, known, mask, sigmas, method=s.sampler, generator=self.generator,
@@ -657,20 +662,21 @@ class Planner:
         return constraints(self.normalizer, s.horizon, s.obs_dim, first, goal, goal_dims=s.goal_dims,
                            rest_dims=s.rest_dims)
 
+    def _network(self, known: torch.Tensor, keep: torch.Tensor):
+        """The denoiser of plans whose known values are ``known (n, H, D)`` at ``keep (H, D)``:
+        the network conditioned on them if it was trained so, else the plain one."""
+        return ConditionedDenoiser(self.model, known[:, keep]) if self.settings.conditioned else self.denoiser
+
     def calibration_denoiser(self, mask: torch.Tensor):
         """The denoiser :meth:`sample` draws plans with, as a function ``(x, sigma, cond)`` of each
         draw's known values ``cond (n, H, D)`` (the ``known`` of :meth:`constraints`; ``mask (H,
         D)`` is the same for every draw), so a grid can be calibrated on any slice of a batch of
         plans: the conditioned network, value guidance when the run uses it, the constraints
         inpainted."""
-        s = self.settings
         keep = mask > 0
 
         def denoiser(x, sigma, cond):
-            base = ConditionedDenoiser(self.model, cond[:, keep]) if s.conditioned else self.denoiser
-            if self.value is not None and s.guidance_scale > 0:
-                base = GradientGuidance(base, lambda x, sigma, cond=None: self.value(x, sigma), s.guidance_scale,
-                                        on="x")
+            base = value_guided(self._network(cond, keep), self.value, self.settings.guidance_scale)
             return Inpaint(base, mask.to(x), cond)(x, sigma)
 
         return denoiser
@@ -875,7 +881,7 @@ def normalised_score(value: float, random_value: float, reference_value: float) 
     return 100.0 * (value - random_value) / (reference_value - random_value)
 
 
-__all__ = ["BCNet", "BCPolicy", "BC_FILE", "CallCounter", "ConditionedDenoiser", "ControllerPolicy", "INVERSE_FILE",
+__all__ = ["BCNet", "BCPolicy", "BC_FILE", "CallCounter", "ConditionedDenoiser", "value_guided", "ControllerPolicy", "INVERSE_FILE",
            "NORMALIZERS", "Normalizer", "Planner", "PlannerSettings", "RandomPolicy", "TRACKING", "TRAJECTORY_PRESETS",
            "TrajectoryDenoiser", "VALUE_FILE", "ValueModel", "WindowLoss", "backbone_config", "build_value_model",
            "condition_mask", "constraints", "episode_starts", "load_mlp", "load_value_model", "make_env",
