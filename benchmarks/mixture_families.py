@@ -37,7 +37,7 @@ from sampler_accuracy import (MULTIDIFF_METHODS, best, diffusers_configs, md_tab
 
 from multidiff.core.gmm import GaussianMixture  # noqa: E402
 from multidiff.core.samplers import default_sigmas, sample  # noqa: E402
-from multidiff.core.samplers.calibrate import calibrate_sigmas  # noqa: E402
+from multidiff.core.samplers.calibrate import calibrate_sigmas, starting_grids  # noqa: E402
 from multidiff.core.schedules import VPLinear  # noqa: E402
 
 NFES = (5, 10, 20)
@@ -186,10 +186,9 @@ def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps
         for n in nfes:
             steps = multidiff_steps(m, n)
             t0 = time.perf_counter()
-            starts = [default_grid(problem, m, steps),
-                      problem.schedule.sigmas(steps, "karras", sigma_data=problem.sigma_data)]
             grid = calibrate_sigmas(problem.gmm, noise, steps, m, sigma_min=sigma_min, sigma_max=sigma_max,
-                                    candidates=starts, reference=cal_ref,
+                                    candidates=starting_grids(problem.schedule, steps, m, problem.sigma_data),
+                                    reference=cal_ref,
                                     evals=CALIBRATION_EVALS_PER_STEP * steps)
             out[(m, n)] = (rms(sample(problem.gmm, problem.x_T.clone(), grid, method=m), ref), grid)
             if log:

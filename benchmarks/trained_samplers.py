@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docblock import write_block  # noqa: E402
 
 from multidiff.core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas, sample  # noqa: E402
-from multidiff.core.samplers.calibrate import calibrate_sigmas  # noqa: E402
+from multidiff.core.samplers.calibrate import calibrate_sigmas, starting_grids  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 NFES = (4, 6, 8, 12, 24, 48)
@@ -210,9 +210,9 @@ def calibrated_runner(task: Task, reference_steps: int, seed: int, log=print) ->
 
     def run(nfe: int) -> torch.Tensor:
         t0 = time.perf_counter()
-        starts = [default_sigmas(task.schedule, nfe, "unipc"), task.schedule.sigmas(nfe, "karras")]
         grids[nfe] = calibrate_sigmas(task.denoiser, noise, nfe, "unipc", sigma_min=task.schedule.sigma_min,
-                                      sigma_max=task.schedule.sigma_max, candidates=starts, reference=cal_ref,
+                                      sigma_max=task.schedule.sigma_max,
+                                      candidates=starting_grids(task.schedule, nfe, "unipc"), reference=cal_ref,
                                       evals=CALIBRATION_EVALS_PER_STEP * nfe)
         log(f"   calibrated NFE {nfe}: " + ", ".join(f"{v:.3g}" for v in grids[nfe].tolist())
             + f" ({time.perf_counter() - t0:.0f} s)")

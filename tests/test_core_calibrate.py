@@ -6,7 +6,7 @@ import torch
 from multidiff.core.gmm import GaussianMixture
 from multidiff.core.samplers import default_sigmas, sample
 from multidiff.core.samplers.calibrate import (calibrate_sigmas, grid_to_params, nelder_mead, params_to_grid,
-                                               reference_solution)
+                                               reference_solution, starting_grids)
 from multidiff.core.schedules import EDM, logsnr_sigmas
 
 
@@ -93,3 +93,16 @@ def test_bad_calibration_settings_are_named():
                          cond=torch.zeros(3))
     with pytest.raises(ValueError, match="unknown sampler|no sampler|sampler"):
         calibrate_sigmas(gmm, noise, 4, "nope", sigma_min=0.01, sigma_max=80.0)
+
+
+def test_calibration_starts_from_the_rule_even_on_a_calibrated_schedule():
+    """A run calibrated a second time starts from the spacing rule and Karras's grid, not from the
+    grid it saved the first time (which ``default_sigmas`` returns)."""
+    schedule = EDM(sigma_data=0.5)
+    rule = default_sigmas(schedule, 6, "unipc", sigma_data=0.3)
+    saved = logsnr_sigmas(6, schedule.sigma_min, schedule.sigma_max)
+    schedule.grids = {("unipc", 6): saved}
+    assert torch.equal(default_sigmas(schedule, 6, "unipc", sigma_data=0.3), saved)
+    starts = starting_grids(schedule, 6, "unipc", 0.3)
+    assert torch.equal(starts[0], rule) and not torch.equal(starts[0], saved)
+    assert torch.equal(starts[1], schedule.sigmas(6, "karras"))

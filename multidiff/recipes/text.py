@@ -48,7 +48,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from ..adapters.text import (TOKENIZERS, TextTokenizer, embed, length_control, minilm_embeddings, normalise_rows,
+from ..adapters.text import (TOKENIZERS, TextTokenizer, embed, length_control, minilm_embeddings,
                              parse_template, round_to_tokens, rounding_error, text_loss, token_table)
 from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..backbones import Transformer1D, Transformer1DConfig, backbone_from_config, backbone_to_config
@@ -56,7 +56,7 @@ from ..core.guidance import Clamp, GradientGuidance, RestrictRows, SelfCondition
 from ..core.inpainting import sample_inpaint
 from ..core.likelihood import ode_log_likelihood
 from ..core.losses import WEIGHTINGS
-from ..core.precond import PRECONDITIONERS, Precond, make_precond
+from ..core.precond import PRECONDITIONERS, Precond
 from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
 from ..core.schedules import EDM, SCHEDULES
 from ..data import ShuffledBatches
@@ -473,23 +473,21 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
         for i, n in enumerate(lengths.tolist()):
             out["control"][i]["length"] = n
     allowed = allowed.to(device)
-    denoiser = _denoiser(model, config, allowed, temperature, num_classes,
-                         None if cond is None else (config.guidance if guidance is None else guidance))
+    keyword = None
     if keywords is not None:
         if classifier is None:
             raise ValueError("keyword control needs the run's keyword classifier (trained with classifier_steps > 0)")
-        scale = config.keyword_scale if keyword_scale is None else keyword_scale
         words = keywords.to(device)
 
         def log_p_keyword(x, sigma, cond=None):
             return classifier.log_p_contains(x, sigma, words)
 
-        denoiser = GradientGuidance(denoiser, log_p_keyword, scale)
+        keyword = (log_p_keyword, config.keyword_scale if keyword_scale is None else keyword_scale)
         vocabulary = tokenizer.vocabulary()
         for i, k in enumerate(keywords.tolist()):
             out["control"][i]["keyword"] = vocabulary[k]
-    if config.clamp:
-        denoiser = Clamp(denoiser, table, allowed, below=config.clamp_below or None)
+    denoiser = _denoiser(model, config, table, allowed, temperature, num_classes,
+                         None if cond is None else (config.guidance if guidance is None else guidance), keyword)
     mask = known.to(device)[..., None].to(table.dtype)  # (num, L, 1)
     start = time.perf_counter()
     options = {} if cond is None else {"cond": cond}
@@ -508,17 +506,22 @@ def _draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes,
     return out
 
 
-def _denoiser(model: Precond, config: TextConfig, allowed: torch.Tensor, temperature: float, num_classes: int,
-              guidance: float | None):
-    """The denoiser every text sample starts from, before the keyword and clamping wrappers: a categorical
-    model picks among the ``allowed`` rows itself (its posterior renormalised over them, at
-    ``temperature``), reads its last estimate if self-conditioned, and is guided toward its style
-    label at scale ``guidance`` (None: unconditional)."""
+def _denoiser(model: Precond, config: TextConfig, table: torch.Tensor, allowed: torch.Tensor, temperature: float,
+              num_classes: int, guidance: float | None, keyword: tuple | None = None):
+    """The denoiser text is sampled with, wrappers in this order: a categorical model picks among the
+    ``allowed`` rows itself (its posterior renormalised over them, at ``temperature``), reads its last
+    estimate if self-conditioned, is guided toward its style label at scale ``guidance`` (None:
+    unconditional), then by ``keyword = (log_p, scale)`` if given, and its estimate is snapped to the
+    ``table`` if the run clamps."""
     denoiser = RestrictRows(model, allowed, temperature) if config.prediction == "categorical" else model
     if getattr(model, "self_condition", False):
         denoiser = SelfConditioning(denoiser)
     if guidance is not None:
         denoiser = guided(denoiser, num_classes, guidance)
+    if keyword is not None:
+        denoiser = GradientGuidance(denoiser, *keyword)
+    if config.clamp:
+        denoiser = Clamp(denoiser, table, allowed, below=config.clamp_below or None)
     return denoiser
 
 
@@ -535,10 +538,8 @@ def calibration_problem(run_dir: str | os.PathLike, num: int):
     allowed = torch.ones(config.length, table.shape[0], dtype=torch.bool, device=device)  # the same for every draw
     allowed[:, tokenizer.unk_id] = False
     cond = torch.arange(num) % len(prior) if is_conditional(config, len(prior)) else None
-    denoiser = _denoiser(model, config, allowed, config.temperature, len(prior),
+    denoiser = _denoiser(model, config, table, allowed, config.temperature, len(prior),
                          None if cond is None else config.guidance)
-    if config.clamp:
-        denoiser = Clamp(denoiser, table, allowed, below=config.clamp_below or None)
     return CalibrationProblem(model, denoiser, (num, config.length, table.shape[1]), cond, config.sigma_data)
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from ..core.samplers import get_sampler
-from ..core.samplers.calibrate import calibrate_sigmas, grid_error, held_back, reference_solution
+from ..core.samplers.calibrate import calibrate_sigmas, grid_error, held_back, reference_solution, starting_grids
 from .checkpoint import save_grid
 
 REFERENCE_STEPS = 512
@@ -63,9 +63,10 @@ def calibrate_run(run_dir: str | Path, problem: CalibrationProblem, steps: list[
     results = []
     for n in steps:
         start = time.perf_counter()
-        rule = schedule.sigmas(n, get_sampler(sampler).spacing, sigma_data=problem.sigma_data)
+        starts = starting_grids(schedule, n, sampler, problem.sigma_data)
+        rule = starts[0]
         grid = calibrate_sigmas(problem.denoiser, noise, n, sampler, sigma_min=schedule.sigma_min,
-                                sigma_max=schedule.sigma_max, candidates=[rule, schedule.sigmas(n, "karras")],
+                                sigma_max=schedule.sigma_max, candidates=starts,
                                 reference=reference, evals=evals_per_step * n, holdout=HOLDOUT, **options)
         info = {"rms_default": unseen_error(rule), "rms_calibrated": unseen_error(grid), "draws": len(noise),
                 "evals": evals_per_step * n, "seed": seed}

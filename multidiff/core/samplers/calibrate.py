@@ -141,6 +141,15 @@ def nelder_mead(f: Callable[[list[float]], float], x0: Sequence[float], evals: i
     return simplex[i], values[i], calls
 
 
+def starting_grids(schedule, steps: int, method: str, sigma_data: float | None = None) -> list[torch.Tensor]:
+    """The grids a calibration of ``method`` starts from: the spacing rule's grid for data of scale
+    ``sigma_data`` (default: the schedule's), never a calibrated one the schedule may carry (a run
+    calibrated again starts afresh), and Karras's."""
+    from . import get_sampler
+    return [schedule.sigmas(steps, get_sampler(method).spacing, sigma_data=sigma_data),
+            schedule.sigmas(steps, "karras", sigma_data=sigma_data)]
+
+
 def calibrate_sigmas(denoiser, noise: torch.Tensor, steps: int, method: str = "unipc", *,
                      sigma_min: float, sigma_max: float,
                      candidates: Sequence[torch.Tensor] = (), reference: torch.Tensor | None = None,
@@ -201,4 +210,5 @@ def calibrate_sigmas(denoiser, noise: torch.Tensor, steps: int, method: str = "u
     return refined
 
 
-__all__ = ["calibrate_sigmas", "reference_solution", "grid_error", "held_back", "nelder_mead", "grid_to_params", "params_to_grid"]
+__all__ = ["calibrate_sigmas", "starting_grids", "reference_solution", "grid_error", "held_back", "nelder_mead",
+           "grid_to_params", "params_to_grid"]
