@@ -262,3 +262,39 @@ def test_calibrate_a_text_run(run_dir, tmp_path):
     drawn = text_recipe.sample(copy, num=40, seed=1, steps=4)
     assert "[UNK]" not in " ".join(drawn["text"])
     assert sum(t in grammar for t in drawn["text"]) >= 15, drawn["text"][:10]
+
+
+def test_the_gpu_recipe_builds_on_its_data_and_takes_a_training_step():
+    """``wordnet_gpu`` is only trained on a GPU; here its config, data (WordNet and fortunes, two
+    styles), tokenizer and 1-D DiT are built as ``train`` builds them, and one loss step reaches the
+    backbone and the token table."""
+    from functools import partial
+
+    from multidiff.adapters.text import text_loss
+    from multidiff.recipes.common import loss_weighting
+
+    config = make_config(get_recipe("wordnet_gpu"), {"device": "cpu"})
+    corpus = text_recipe.load_corpus(config)
+    tokenizer = text_recipe.build_tokenizer(config, corpus)
+    data = text_recipe.Prepared(config, corpus, tokenizer)
+    ids, labels = data.splits["train"]["ids"], data.splits["train"]["label"]
+    assert data.num_classes == 2 and set(labels.tolist()) == {0, 1}
+    assert ids.shape[1] == config.length == 24 and tokenizer.vocab_size == config.vocab_size
+    assert len(ids) > 20 * config.batch_size
+    torch.manual_seed(0)
+    model = text_recipe.build_model(config, tokenizer, data.num_classes)
+    assert sum(p.numel() for p in model.parameters()) > 40e6  # the "base" 1-D DiT and its 12k-word head
+    loss_fn = partial(text_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
+                      sigma_data=config.sigma_data, round_sigma=config.round_sigma * config.sigma_data,
+                      null_class=data.num_classes, dropout=config.label_dropout)
+    batch = {"x": ids[:4], "cond": labels[:4]}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(3):  # adaLN-Zero: step 1 reaches the zero output layer only, step 2 the gates
+        optimizer.zero_grad()
+        loss = loss_fn(model, batch, torch.Generator().manual_seed(step))
+        assert loss.shape == (4,) and torch.isfinite(loss).all()
+        loss.mean().backward()
+        optimizer.step()
+    assert float(model.backbone.final.weight.grad.abs().sum()) > 0
+    assert float(model.backbone.blocks[0].attn.to_q.weight.grad.abs().sum()) > 0
+    assert float(model.backbone.token_embedding.weight.grad.abs().sum()) > 0
