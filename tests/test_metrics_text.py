@@ -167,6 +167,32 @@ def test_bigram_perplexity_of_a_deterministic_language_tends_to_one():
     assert excess[1] < excess[0] / 5 and excess[2] < excess[1] / 5
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_samples_follow_the_model_word_by_word(corpus, order):
+    """Drawn sentences follow P(w | history) renormalised without <unk>: the first word's and the
+    second word's frequencies (after a given first word) match the model within 5 standard errors;
+    no <unk>; at most max_words words; the same seed draws the same sentences."""
+    lm = KneserNeyLM(order).fit(corpus)
+    drawn = lm.sample(3000, random.Random(0), max_words=6)
+    assert len(drawn) == 3000 and all(len(s) <= 6 for s in drawn)
+    assert all(w in lm.vocabulary and w not in ("<unk>", "</s>") for s in drawn for w in s)
+    assert lm.sample(5, random.Random(3), max_words=6) == lm.sample(5, random.Random(3), max_words=6)
+
+    def check(observed: Counter, total: int, context: tuple):
+        p_unk = math.exp(lm.logprob("<unk>", context))
+        for word in sorted(lm.vocabulary - {"<unk>"}):
+            p = math.exp(lm.logprob(word, context)) / (1 - p_unk)
+            assert abs(observed[word] / total - p) <= 5 * math.sqrt(p * (1 - p) / total) + 1e-9, (word, context)
+
+    first = Counter(s[0] if s else "</s>" for s in drawn)
+    check(first, len(drawn), ())
+    head = next(word for word, _ in first.most_common() if word != "</s>")
+    second = Counter(s[1] if len(s) > 1 else "</s>" for s in drawn if s and s[0] == head)
+    check(second, sum(second.values()), (head,))
+    unlimited = lm.sample(200, random.Random(1))
+    assert max(map(len, unlimited)) > 6  # without max_words only the end word stops a sentence
+
+
 def test_model_errors_name_the_problem(corpus):
     with pytest.raises(ValueError, match="order must be >= 1"):
         KneserNeyLM(0)
@@ -187,6 +213,8 @@ def test_model_errors_name_the_problem(corpus):
         lm.logprob("<s>", ())
     with pytest.raises(ValueError, match="at least one sentence"):
         lm.perplexity([])
+    with pytest.raises(ValueError, match="max_words >= 1"):
+        lm.sample(3, random.Random(0), max_words=0)
 
 
 def test_distinct_n_on_worked_examples():

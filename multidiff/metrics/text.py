@@ -49,6 +49,7 @@ probability > 0, and the probabilities over ``W`` sum to 1 for every history.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -187,6 +188,28 @@ class KneserNeyLM:
         width = self.order - 1
         return sum(math.log(self._prob(padded[i], padded[i - width:i]))
                    for i in range(width, len(padded)))
+
+    def sample(self, num: int, rng: random.Random, max_words: int | None = None) -> list[tuple[str, ...]]:
+        """``num`` sentences drawn word by word from the model, left to right, each word from
+        ``P(w | the last order - 1 words)`` over the training vocabulary and ``</s>`` (``<unk>`` is
+        never drawn: the rest is renormalised). A sentence ends at ``</s>`` or, if ``max_words`` is
+        given, after that many words."""
+        self._check_fitted()
+        if num < 0 or (max_words is not None and max_words < 1):
+            raise ValueError(f"need num >= 0 and max_words >= 1, got {num} and {max_words}")
+        words = sorted(self.vocabulary - {UNK})
+        out = []
+        for _ in range(num):
+            history, sentence = (BOS,) * (self.order - 1), []
+            while max_words is None or len(sentence) < max_words:
+                context = history[len(history) - self.order + 1:] if self.order > 1 else ()
+                word = rng.choices(words, weights=[self._prob(w, context) for w in words])[0]
+                if word == EOS:
+                    break
+                sentence.append(word)
+                history = history + (word,)
+            out.append(tuple(sentence))
+        return out
 
     @staticmethod
     def token_count(sentences: Iterable[Sequence[str]]) -> int:
