@@ -13,9 +13,9 @@ sentences, ``[UNK]`` included and never written):
   cross-entropy for the same number of steps and batch size, on the same
   threads, then sampled ancestrally.
 
-Each gets its held-out cross-entropy in bits per token (words plus one end,
-as the run's ``nll_bits_per_token`` counts; the run's figure is an upper
-bound) and 20 unedited samples, with the figures the run's evaluation gives
+Each gets its cross-entropy in bits per token on the same held-out sentences
+(words plus one end, as the run's ``nll_bits_per_token`` counts; the run's
+figure, computed here, is an upper bound) and 20 unedited samples, with the figures the run's evaluation gives
 samples (trigram perplexity beside the real floor, words a sentence, copies).
 A sample's perplexity under the trigram model it was drawn from says nothing,
 so that cell is left empty.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import platform
 import random
@@ -185,7 +184,7 @@ def sample_figures(samples, lm: KneserNeyLM, train, score: bool) -> dict:
 def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
     """The block: the run against the two left-to-right models (``steps``: the causal model's, default the
     run's own)."""
-    _, config, tokenizer, _, _ = text.load_run(run)
+    model, config, tokenizer, _, _ = text.load_run(run)
     run_steps = config.steps
     if steps is not None:
         config = replace(config, steps=steps)
@@ -194,18 +193,21 @@ def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
     test = [tuple(t.split()) for t in data.splits["test"]["text"]]
     lm = KneserNeyLM(order=3).fit(train)
     real_ppl = lm.perplexity(test)
-    report = json.loads((run / "eval.json").read_text())
+    with text.threads_of(config):  # the run's likelihood bound, on the sentences the others are scored on
+        nll = text.nll_bits_per_token(model, config, data, num=num, seed=0)
+    pick = nll["nll_pick"]
+    scored = [test[i] for i in pick]
     diffusion = [tuple(t.split()) for t in text.sample(run, num=num, seed=0)["text"]]
     trigram = lm.sample(num, random.Random(0), max_words=config.length)
     with text.threads_of(config):
         causal, last, best_step, seconds = train_causal(config, data, tokenizer, log)
         causal.eval(), last.eval()
-        causal_bits = causal_bits_per_token(causal, data.splits["test"]["ids"], tokenizer)
-        last_bits = causal_bits_per_token(last, data.splits["test"]["ids"], tokenizer)
+        causal_bits = causal_bits_per_token(causal, data.splits["test"]["ids"][pick], tokenizer)
+        last_bits = causal_bits_per_token(last, data.splits["test"]["ids"][pick], tokenizer)
         written = causal_sample(causal, num, config.length, tokenizer, seed=0)
         written_last = causal_sample(last, num, config.length, tokenizer, seed=0)
-    trigram_bits = -sum(lm.sentence_logprob(s) for s in test) / math.log(2) / lm.token_count(test)
-    rows = [("diffusion (the run; upper bound)", report["nll_bits_per_token"], report.get("train_seconds"),
+    trigram_bits = math.log2(lm.perplexity(scored))
+    rows = [("diffusion (the run; upper bound)", nll["nll_bits_per_token"], None,
              sample_figures(diffusion, lm, train, True), diffusion),
             ("trigram, Kneser-Ney (left to right)", trigram_bits, None, sample_figures(trigram, lm, train, False),
              trigram),
@@ -215,7 +217,9 @@ def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
              seconds, sample_figures(written_last, lm, train, True), written_last)]
     lines = [f"Run `{run}`: {len(train)} training sentences, vocabulary {tokenizer.vocab_size}; held-out "
              f"test sentences: {len(test)}, trigram perplexity {real_ppl:.0f}, "
-             f"{sum(map(len, test)) / len(test):.2f} words a sentence. {num} samples per model.", "",
+             f"{sum(map(len, test)) / len(test):.2f} words a sentence. Likelihoods on the same {len(pick)} of them "
+             f"(drawn at random; the diffusion bound with {nll['nll_ode_steps']} RK4 steps). {num} samples per "
+             "model.", "",
              "| model | held-out bits / token | samples' trigram ppl (real "
              f"{real_ppl:.0f}) | words / sentence | copies of training sentences |", "| --- | --- | --- | --- | --- |"]
     for name, bits, _, fig, _ in rows:

@@ -53,8 +53,6 @@ def _fmt(value) -> str:
 
 
 def steps(run: Path, values: list[int], num: int) -> str:
-    import torch
-
     from multidiff.recipes import text
 
     rows = []
@@ -64,6 +62,13 @@ def steps(run: Path, values: list[int], num: int) -> str:
         report["wall_seconds"] = time.perf_counter() - start
         rows.append(report)
         print(json.dumps(report), flush=True)
+    return steps_block(rows, run, num)
+
+
+def steps_block(rows: list[dict], run: Path, num: int) -> str:
+    """The ``text_steps`` block from the evaluation reports (one per step count)."""
+    import torch
+
     head = "| steps | " + " | ".join(label for _, label in COLUMNS) + " |\n"
     head += "| --- " * (len(COLUMNS) + 1) + "|\n"
     body = "".join(f"| {r['sample_steps']} | " + " | ".join(_fmt(r.get(key, "-")) for key, _ in COLUMNS) + " |\n"
@@ -74,7 +79,10 @@ def steps(run: Path, values: list[int], num: int) -> str:
              f"{first['mean_words_real']:.2f} words a sentence (samples: {first['mean_words']:.2f}); "
              + (f"style classifier on real sentences {first['style_accuracy_real']:.3g}; "
                 if "style_accuracy_real" in first else "")
-             + f"the trigram model's own held-out cross-entropy {first['ngram_bits_per_token']:.2f} bits/token.\n")
+             + f"the trigram model's own held-out cross-entropy {first['ngram_bits_per_token']:.2f} bits/token"
+             + (f" ({first['nll_ngram_bits_per_token']:.2f} on the {first['nll_num']} sentences the NLL column "
+                f"scores, {first['nll_ode_steps']} ODE steps)" if "nll_ngram_bits_per_token" in first else "")
+             + ".\n")
     meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {torch.get_num_threads()} threads, "
             f"{platform.processor() or platform.machine()}; run `{run}`.\n")
     return head + body + floor + meta

@@ -49,7 +49,7 @@ def test_train_writes_the_run_folder(run_dir):
     report = json.loads((run_dir / "eval.json").read_text())
     for key in ("perplexity", "perplexity_real", "distinct_1", "distinct_2", "copy_rate", "rounding_error",
                 "length_accuracy", "keyword_success", "infill_accuracy", "nll_bits_per_token",
-                "ngram_bits_per_token"):
+                "ngram_bits_per_token", "nll_ngram_bits_per_token", "nll_ode_steps"):
         assert key in report, key
     assert report["length_accuracy"] == 1.0  # exact by construction: pads are known, earlier positions not pads
     assert report["nll_bits_per_token"] > 0
@@ -298,3 +298,13 @@ def test_the_gpu_recipe_builds_on_its_data_and_takes_a_training_step():
     assert float(model.backbone.final.weight.grad.abs().sum()) > 0
     assert float(model.backbone.blocks[0].attn.to_q.weight.grad.abs().sum()) > 0
     assert float(model.backbone.token_embedding.weight.grad.abs().sum()) > 0
+
+
+def test_held_out_sentences_are_drawn_at_random_not_from_the_sorted_start():
+    """The splits are stored sorted, so the likelihood and the real-text floors score a seeded random
+    draw of held-out sentences: distinct, reproducible, and not the alphabetical first ones."""
+    pick = text_recipe.held_out_pick(500, 100, seed=0)
+    assert len(set(pick.tolist())) == 100 and torch.equal(pick, text_recipe.held_out_pick(500, 100, seed=0))
+    assert not torch.equal(pick, text_recipe.held_out_pick(500, 100, seed=1))
+    assert float(pick.float().mean()) > 150  # the first 100 would average 49.5
+    assert sorted(text_recipe.held_out_pick(7, 100, seed=0).tolist()) == list(range(7))
