@@ -201,7 +201,8 @@ def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
     trigram = lm.sample(num, random.Random(0), max_words=config.length)
     with text.threads_of(config):
         causal, last, best_step, seconds = train_causal(config, data, tokenizer, log)
-        causal.eval(), last.eval()
+        causal.eval()
+        last.eval()
         causal_bits = causal_bits_per_token(causal, data.splits["test"]["ids"][pick], tokenizer)
         last_bits = causal_bits_per_token(last, data.splits["test"]["ids"][pick], tokenizer)
         written = causal_sample(causal, num, config.length, tokenizer, seed=0)
