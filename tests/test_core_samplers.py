@@ -184,22 +184,49 @@ def test_errors_name_the_problem(mixture3d):
 def test_default_sampler_converges_on_its_default_grid(mixture3d):
     """The default sampler on ``default_sigmas`` approaches the exact ODE solution as
     steps grow, with no error floor (a fixed first jump would leave one), at about
-    its order once the steps are fine."""
+    its order once the steps are fine. The solution it converges to is EDM's: the
+    ODE down to the grid's last sigma, then the denoised estimate (``final_step="auto"``
+    denoises from sigma_min = 0.002); with ``final_step="adams"`` it is the ODE all
+    the way to 0."""
     from multidiff.core.samplers import DEFAULT_METHOD, default_sigmas
     from multidiff.core.schedules import logsnr_sigmas as grid
 
     schedule = EDM(sigma_data=math.sqrt(torch.diagonal(mixture3d.covariance()).mean().item()))
     x_start = torch.randn(64, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * schedule.sigma_max
-    reference = sample(mixture3d, x_start, grid(4000, 1e-6, schedule.sigma_max), "ipndm")
+    to_zero = sample(mixture3d, x_start, grid(4000, 1e-6, schedule.sigma_max), "ipndm")
     # converged far below the smallest error measured below (a few 1e-6)
-    assert (reference - sample(mixture3d, x_start, grid(2000, 1e-6, schedule.sigma_max), "ipndm")).abs().max() < 1e-7
+    assert (to_zero - sample(mixture3d, x_start, grid(2000, 1e-6, schedule.sigma_max), "ipndm")).abs().max() < 1e-7
+    fine = grid(4000, schedule.sigma_min, schedule.sigma_max)
+    edm = mixture3d(sample(mixture3d, x_start, fine[:-1], "ipndm"), fine[-2:-1].expand(64))  # ODE to sigma_min, then D
+    half = grid(2000, schedule.sigma_min, schedule.sigma_max)
+    assert (edm - mixture3d(sample(mixture3d, x_start, half[:-1], "ipndm"), half[-2:-1].expand(64))).abs().max() < 1e-7
+    assert (edm - to_zero).abs().max() > 1e-6  # the two solutions differ by more than the errors tested below
     steps = [8, 16, 32, 64, 128, 256]
-    errs = [(sample(mixture3d, x_start, default_sigmas(schedule, n, DEFAULT_METHOD)) - reference).abs().max().item()
-            for n in steps]
-    assert all(b < a for a, b in zip(errs, errs[1:])), errs
-    assert errs[-1] < 1e-3 * errs[0], errs
     order = SAMPLERS[DEFAULT_METHOD].order
-    assert math.log2(errs[-2] / errs[-1]) > order - 1, errs
+    for reference, options in ((edm, {}), (to_zero, {"final_step": "adams"})):
+        errs = [(sample(mixture3d, x_start, default_sigmas(schedule, n, DEFAULT_METHOD), **options)
+                 - reference).abs().max().item() for n in steps]
+        assert all(b < a for a, b in zip(errs, errs[1:])), (options, errs)
+        assert errs[-1] < 1e-3 * errs[0], (options, errs)
+        assert math.log2(errs[-2] / errs[-1]) > order - 1, (options, errs)
+
+
+def test_final_step_auto_denoises_only_from_tiny_sigmas(mixture3d):
+    """``final_step="auto"`` is the Adams ending from a last sigma of FINAL_DENOISE_BELOW or more
+    and ``x = D`` below it, for every exponential multistep sampler; unknown names are refused."""
+    from multidiff.core.samplers.multistep import FINAL_DENOISE_BELOW
+
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for method in ("unipc", "dpmpp_2m", "dpmpp_3m"):
+        for last, expect in ((2 * FINAL_DENOISE_BELOW, "adams"), (FINAL_DENOISE_BELOW / 2, "denoise")):
+            sigmas = torch.cat([torch.exp(torch.linspace(math.log(80.0), math.log(last), 12, dtype=torch.float64)),
+                                torch.zeros(1, dtype=torch.float64)])
+            auto = sample(mixture3d, x * 80.0, sigmas, method)
+            other = "denoise" if expect == "adams" else "adams"
+            assert torch.equal(auto, sample(mixture3d, x * 80.0, sigmas, method, final_step=expect)), (method, last)
+            assert not torch.equal(auto, sample(mixture3d, x * 80.0, sigmas, method, final_step=other)), (method, last)
+        with pytest.raises(ValueError, match="final_step must be one of"):
+            sample(mixture3d, x, sigmas, method, final_step="euler")
 
 
 def test_unipc_default_order_rises_with_steps(mixture3d):
