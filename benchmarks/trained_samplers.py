@@ -12,10 +12,12 @@ costs.
     python benchmarks/trained_samplers.py digits RUN_DIR [--num 300] [--no-write]
     python benchmarks/trained_samplers.py toy2d RUN_DIR [--num 2000] [--no-write]
     python benchmarks/trained_samplers.py spoken_digits RUN_DIR [--num 200] [--no-write]
+    python benchmarks/trained_samplers.py notes RUN_DIR [--num 200] [--no-write]
 
-Runs come from ``multidiff train digits|toy2d|spoken_digits --out RUN_DIR``
-(spoken_digits: distances in model space, the normalised log-mel in [-1, 1];
-its metric decodes with Griffin-Lim and uses the bundled digit classifier). Writes the tables into
+Runs come from ``multidiff train digits|toy2d|spoken_digits|notes --out RUN_DIR``
+(the audio runs: distances in model space, the normalised log-mel in [-1, 1];
+the metric decodes with Griffin-Lim and uses the run's bundled classifier, of
+digits or of pitch classes). Writes the tables into
 docs/benchmarks.md between the ``trained_samplers_<recipe>`` markers.
 """
 
@@ -44,7 +46,7 @@ from multidiff.core.samplers.calibrate import calibrate_sigmas, starting_grids  
 DOC = ROOT / "docs" / "benchmarks.md"
 NFES = (4, 6, 8, 12, 24, 48)
 METRIC_NFES = (4, 6, 8, 12)
-REFERENCE_STEPS = {"digits": 256, "toy2d": 1024, "spoken_digits": 256}  # toy2d's thin data need more: 256 vs 128 steps differ by 2e-3
+REFERENCE_STEPS = {"digits": 256, "toy2d": 1024, "spoken_digits": 256, "notes": 256}  # toy2d's thin data need more: 256 vs 128 steps differ by 2e-3
 # (method, spacing (None: its default), options)
 MULTIDIFF = (("unipc", None, {}), ("unipc", None, {"order": 3}), ("dpmpp_3m", None, {}), ("dpmpp_2m", None, {}),
              ("dpmpp_3m", "logsnr", {}), ("unipc", "karras", {}), ("unipc", "logsnr", {}))
@@ -106,9 +108,10 @@ def toy2d_task(run_dir: Path, num: int, seed: int) -> Task:
     return Task(denoiser, model.schedule, x_T * model.schedule.sigma_max, lambda x: x, metric, ("sliced W2",))
 
 
-def spoken_digits_task(run_dir: Path, num: int, seed: int) -> Task:
-    """The audio run: distances in model space (normalised log-mel in [-1, 1]); the metric decodes
-    with Griffin-Lim and asks the bundled digit classifier (accuracy) and its Frechet distance."""
+def audio_task(run_dir: Path, num: int, seed: int) -> Task:
+    """An audio run (spoken_digits or notes): distances in model space (normalised log-mel in [-1, 1]);
+    the metric decodes with Griffin-Lim and asks the run's bundled classifier (digit or pitch class:
+    accuracy) and its Frechet distance."""
     from multidiff.adapters.audio import decode
     from multidiff.core.guidance import ClassifierFreeGuidance
     from multidiff.data.audio import fitted_clips
@@ -120,7 +123,7 @@ def spoken_digits_task(run_dir: Path, num: int, seed: int) -> Task:
     spec = config.spectrogram
     labels = torch.arange(num) % data.num_classes
     guided = ClassifierFreeGuidance(model, config.guidance, torch.tensor([data.num_classes]))
-    classifier, classifier_spec = load_audio_classifier("spoken_digits")
+    classifier, classifier_spec = load_audio_classifier(config.dataset)
     real_test = fitted_clips(data.test, data.sample_rate, classifier_spec)
     real_train = fitted_clips(data.train, data.sample_rate, classifier_spec)
 
@@ -138,9 +141,10 @@ def spoken_digits_task(run_dir: Path, num: int, seed: int) -> Task:
     return Task(denoiser, model.schedule, x_T * model.schedule.sigma_max, lambda x: x, metric, ("Frechet", "accuracy"))
 
 
-TASKS = {"digits": digits_task, "toy2d": toy2d_task, "spoken_digits": spoken_digits_task}
-DEFAULT_NUM = {"digits": 300, "toy2d": 2000, "spoken_digits": 200}
-UNITS = {"digits": " in pixels in [0, 1]", "spoken_digits": " in model space (normalised log-mel in [-1, 1])"}
+TASKS = {"digits": digits_task, "toy2d": toy2d_task, "spoken_digits": audio_task, "notes": audio_task}
+DEFAULT_NUM = {"digits": 300, "toy2d": 2000, "spoken_digits": 200, "notes": 200}
+UNITS = {"digits": " in pixels in [0, 1]", "spoken_digits": " in model space (normalised log-mel in [-1, 1])",
+         "notes": " in model space (normalised log-mel in [-1, 1])"}
 
 
 # ---------------------------------------------------------------- samplers
@@ -304,7 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("recipe", choices=tuple(TASKS))
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--num", type=int, default=None, help="starting noises (digits 300, toy2d 2000, "
-                                                               "spoken_digits 200)")
+                                                               "spoken_digits and notes 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--calibrate", action="store_true",
