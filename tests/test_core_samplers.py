@@ -213,11 +213,12 @@ def test_default_sampler_converges_on_its_default_grid(mixture3d):
 
 def test_final_step_auto_denoises_only_from_tiny_sigmas(mixture3d):
     """``final_step="auto"`` is the Adams ending from a last sigma of FINAL_DENOISE_BELOW or more
-    and ``x = D`` below it, for every exponential multistep sampler; unknown names are refused."""
+    and ``x = D`` below it, for every multistep sampler with an extrapolated last step; unknown
+    names are refused."""
     from multidiff.core.samplers.multistep import FINAL_DENOISE_BELOW
 
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    for method in ("unipc", "dpmpp_2m", "dpmpp_3m"):
+    for method in ("unipc", "dpmpp_2m", "dpmpp_3m", "ipndm"):
         for last, expect in ((2 * FINAL_DENOISE_BELOW, "adams"), (FINAL_DENOISE_BELOW / 2, "denoise")):
             sigmas = torch.cat([torch.exp(torch.linspace(math.log(80.0), math.log(last), 12, dtype=torch.float64)),
                                 torch.zeros(1, dtype=torch.float64)])

@@ -189,12 +189,18 @@ def unipc(denoiser, x, sigmas, *, order: int | None = None, variant: str = "bh2"
     return _exp_multistep(run, x, order=order, corrector=True, variant=variant, final_step=final_step)
 
 
-def ipndm(denoiser, x, sigmas, *, order: int = 4, cond=None, callback=None):
+def ipndm(denoiser, x, sigmas, *, order: int = 4, final_step: str = "auto", cond=None, callback=None):
     """Improved PNDM (Zhang & Chen 2023, Sec. 4): Adams-Bashforth on
     dx/dsigma = (x - D) / sigma with up to ``order`` past derivatives, in its
-    variable-step form (Zhou et al. 2024) via exact Lagrange weights."""
+    variable-step form (Zhou et al. 2024) via exact Lagrange weights. The step
+    to sigma = 0 is ``final_step``: "adams" (the same Adams-Bashforth step),
+    "denoise" (x = D) or "auto", which denoises from a last sigma below
+    FINAL_DENOISE_BELOW (see :func:`_final_step`; on the trained digits network
+    on Karras's grid, Adams 9.4e-4 / 1.4e-3 at 48 / 96 steps, denoise 5.2e-4 /
+    6.7e-5)."""
     if order not in (1, 2, 3, 4):
         raise ValueError(f"ipndm order must be 1..4, got {order}")
+    _check_final_step(final_step)
     run = Stepper(denoiser, x, sigmas, cond, callback)
     s = run.sigma_list
     history = []  # (sigma, d), newest first
@@ -203,5 +209,7 @@ def ipndm(denoiser, x, sigmas, *, order: int = 4, cond=None, callback=None):
         run.report(i, x, denoised)
         history.insert(0, (s[i], to_d(x, s[i], denoised)))
         del history[order:]
+        if s[i + 1] == 0 and (final_step == "denoise" or (final_step == "auto" and s[i] < FINAL_DENOISE_BELOW)):
+            return denoised
         x = adams_step(x, s[i], s[i + 1], history)
     return x
