@@ -115,11 +115,14 @@ def _final_step(x, denoised, sigma: float, eps_history, final_step: str):
     Grids that end higher (every recipe's default step count, the mixture
     benchmarks' schedule, whose sigma_min is 0.01) keep "adams". Data of
     another scale: pass ``final_step`` explicitly."""
-    if final_step == "auto":
-        final_step = "denoise" if sigma < FINAL_DENOISE_BELOW else "adams"
-    if final_step == "denoise":
+    if _denoises(final_step, sigma):
         return denoised
     return adams_step(x, sigma, 0.0, eps_history[:FINAL_ORDER])
+
+
+def _denoises(final_step: str, sigma: float) -> bool:
+    """Whether the step from the last ``sigma`` to 0 is x = D under ``final_step``."""
+    return final_step == "denoise" or (final_step == "auto" and sigma < FINAL_DENOISE_BELOW)
 
 
 def _check_final_step(final_step: str) -> None:
@@ -209,7 +212,7 @@ def ipndm(denoiser, x, sigmas, *, order: int = 4, final_step: str = "auto", cond
         run.report(i, x, denoised)
         history.insert(0, (s[i], to_d(x, s[i], denoised)))
         del history[order:]
-        if s[i + 1] == 0 and (final_step == "denoise" or (final_step == "auto" and s[i] < FINAL_DENOISE_BELOW)):
+        if s[i + 1] == 0 and _denoises(final_step, s[i]):
             return denoised
         x = adams_step(x, s[i], s[i + 1], history)
     return x
