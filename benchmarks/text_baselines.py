@@ -43,8 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docblock import write_block  # noqa: E402
 
+from multidiff.data import ShuffledBatches  # noqa: E402
 from multidiff.metrics.text import KneserNeyLM, copy_rate  # noqa: E402
 from multidiff.recipes import text  # noqa: E402
+from multidiff.recipes.common import engine_config  # noqa: E402
+from multidiff.train.lr_schedule import lr_at  # noqa: E402
 
 DOC = ROOT / "docs" / "text.md"
 SHOWN = 20
@@ -106,27 +109,15 @@ def train_causal(config, data, tokenizer, log=print) -> tuple[CausalLM, CausalLM
     heads = text.Transformer1DConfig.preset(config.preset).num_heads
     model = CausalLM(vocab, config.length + 1, config.width, config.depth, heads)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    warm = min(config.warmup_steps, config.steps - 1)
-
-    def lr_at(step):
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, config.steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(config.seed)
+    engine = engine_config(config)  # the run's schedule: warm-up, cosine decay to lr / 10
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(engine, step) / config.lr)
+    batches = ShuffledBatches({"x": inputs, "y": targets}, config.batch_size, seed=config.seed)
     best = (math.inf, 0, None)  # validation bits, step, weights
     start = time.perf_counter()
-    order = torch.randperm(len(ids), generator=gen)
-    cursor = 0
     for step in range(config.steps):
-        if cursor + config.batch_size > len(order):
-            order, cursor = torch.randperm(len(ids), generator=gen), 0
-        rows = order[cursor:cursor + config.batch_size]
-        cursor += config.batch_size
-        logits = model(inputs[rows])
-        loss = F.cross_entropy(logits.reshape(-1, vocab), targets[rows].reshape(-1), ignore_index=-100)
+        batch = next(batches)
+        logits = model(batch["x"])
+        loss = F.cross_entropy(logits.reshape(-1, vocab), batch["y"].reshape(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
