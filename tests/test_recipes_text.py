@@ -308,3 +308,6 @@ def test_held_out_sentences_are_drawn_at_random_not_from_the_sorted_start():
     assert not torch.equal(pick, text_recipe.held_out_pick(500, 100, seed=1))
     assert float(pick.float().mean()) > 150  # the first 100 would average 49.5
     assert sorted(text_recipe.held_out_pick(7, 100, seed=0).tolist()) == list(range(7))
+    generator = torch.Generator().manual_seed(0)  # a generator draws the same pick, then goes on
+    assert torch.equal(text_recipe.held_out_pick(500, 100, generator), pick)
+    assert not torch.equal(text_recipe.held_out_pick(500, 100, generator), pick)

@@ -674,7 +674,7 @@ def _infill_test(model, config, data: Prepared, *, num: int, region: str, seed: 
     if not 1 <= num <= len(test):
         raise ValueError(f"infilling fills held-out sentences; num must be in [1, {len(test)}], got {num}")
     generator = torch.Generator().manual_seed(seed)
-    reference = test[torch.randperm(len(test), generator=generator)[:num]]
+    reference = test[held_out_pick(len(test), num, generator)]
     known = infill_mask(reference, region, generator, data.tokenizer.pad_id)
     drawn = _draw(model, config, data.tokenizer, data.class_prior, num=num, seed=seed, known_ids=reference,
                   known=known, **options)
@@ -810,11 +810,13 @@ def style_metrics(config: TextConfig, data: Prepared, model: Precond, *, lm_orde
     return report
 
 
-def held_out_pick(count: int, num: int, seed: int) -> torch.Tensor:
+def held_out_pick(count: int, num: int, seed: int | torch.Generator) -> torch.Tensor:
     """Indices of ``min(num, count)`` held-out sentences drawn at random (seeded), never the first ones:
     the splits are stored sorted, so their first sentences are the alphabetical start ("a ..."),
-    shorter and likelier than the rest."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:num]
+    shorter and likelier than the rest. ``seed`` may be a generator, which the caller then goes on
+    drawing from (the infill test draws its masks after the pick)."""
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    return torch.randperm(count, generator=generator)[:num]
 
 
 def nll_bits_per_token(model: Precond, config: TextConfig, data: Prepared, *, num: int, seed: int,
