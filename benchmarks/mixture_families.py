@@ -13,6 +13,7 @@ BATCH_NUMBERS / dim where that is more.
 
     python benchmarks/sampler_accuracy.py --families            # rewrites the families block of docs/benchmarks.md
     python benchmarks/mixture_families.py [--quick]             # prints only
+    python benchmarks/mixture_families.py --cheap-calibration  # a cheaper calibration's ratios, prints only
 """
 
 from __future__ import annotations
@@ -172,13 +173,16 @@ def calibration_draws(problem: FamilyProblem) -> int:
 
 
 def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps: int, nfes=NFES,
-                      methods=CALIBRATED_METHODS, log=None) -> dict:
+                      methods=CALIBRATED_METHODS, log=None, evals_per_step: int = CALIBRATION_EVALS_PER_STEP,
+                      share: float = 1.0) -> dict:
     """{(method, nfe): (RMS error, grid)} on grids from ``calibrate_sigmas``: calibrated on a
-    batch of noise of its own (not the draws measured here) against the same exact
-    model's converged ODE solution, starting from the default, Karras and log-SNR grids."""
+    batch of noise of its own (not the draws measured here; ``share`` of the usual batch, at least
+    64 draws) against the same exact model's converged ODE solution, starting from the default,
+    Karras and log-SNR grids, with ``evals_per_step`` x steps sampler runs."""
     gen = torch.Generator().manual_seed(5000 + problem.family.seed)
     sigma_max, sigma_min = problem.schedule.sigma_max, problem.schedule.sigma_min
-    noise = torch.randn(calibration_draws(problem), problem.family.dim, generator=gen, dtype=torch.float64)
+    count = calibration_draws(problem) if share == 1.0 else max(64, int(calibration_draws(problem) * share))
+    noise = torch.randn(count, problem.family.dim, generator=gen, dtype=torch.float64)
     noise = noise * math.sqrt(1.0 + sigma_max**2)
     cal_ref = sample(problem.gmm, noise.clone(), reference_sigmas(sigma_max, 1e-6, reference_steps), method="ipndm")
     out = {}
@@ -189,7 +193,7 @@ def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps
             grid = calibrate_sigmas(problem.gmm, noise, steps, m, sigma_min=sigma_min, sigma_max=sigma_max,
                                     candidates=starting_grids(problem.schedule, steps, m, problem.sigma_data),
                                     reference=cal_ref,
-                                    evals=CALIBRATION_EVALS_PER_STEP * steps)
+                                    evals=evals_per_step * steps)
             out[(m, n)] = (rms(sample(problem.gmm, problem.x_T.clone(), grid, method=m), ref), grid)
             if log:
                 log(f"   calibrated {m} NFE {n}: {out[(m, n)][0]:.2e} ({time.perf_counter() - t0:.0f} s)")
@@ -287,12 +291,43 @@ def report(rows: list, checks: list, samples: int, reference_steps: int) -> str:
     return "\n".join(lines)
 
 
+def cheap_calibration(evals: tuple = (5, 15), share: float = 0.25, samples: int = 512, reference_steps: int = 2000,
+                      log=print) -> list[dict]:
+    """What a cheaper calibration buys: unipc grids fitted with ``evals`` x steps sampler runs on
+    ``share`` of the calibration batch, measured as in :func:`sweep` against the best diffusers
+    configuration. One row per family and NFE, with the ratio at each budget."""
+    rows = []
+    for fam in FAMILIES:
+        problem = FamilyProblem(fam, draws(fam.dim, samples))
+        ref, _ = reference(problem, reference_steps)
+        df = diffusers_errors(problem, ref)
+        cal = {ev: calibrated_errors(problem, ref, reference_steps, methods=("unipc",), evals_per_step=ev,
+                                     share=share) for ev in evals}
+        for n in NFES:
+            bd = best((label, e) for (label, k), e in df.items() if k == n)
+            rows.append({"family": fam, "nfe": n, "df": bd,
+                         "ratios": {ev: cal[ev][("unipc", n)][0] / bd[1] for ev in evals}})
+            log(f"{fam.name}, NFE {n}: " + ", ".join(f"{ev} evals/step {r:.2f}"
+                                                      for ev, r in rows[-1]["ratios"].items()))
+    for ev in evals:
+        ratios = [r["ratios"][ev] for r in rows]
+        log(f"{ev} evals/step on {share:g} of the batch: median {statistics.median(ratios):.2f}, "
+            f"worst {max(ratios):.2f}")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="128 draws, 1000-step references")
+    parser.add_argument("--cheap-calibration", action="store_true",
+                        help="only the study of a cheaper calibration (unipc, a quarter of the calibration batch, "
+                             "5 and 15 runs per step instead of 60)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     samples, steps = (128, 1000) if args.quick else (512, 2000)
+    if args.cheap_calibration:
+        cheap_calibration(samples=samples, reference_steps=steps)
+        return 0
     rows, checks = sweep(samples, steps)
     print(report(rows, checks, samples, steps))
     return 0
