@@ -14,6 +14,7 @@ BATCH_NUMBERS / dim where that is more.
     python benchmarks/sampler_accuracy.py --families            # rewrites the families block of docs/benchmarks.md
     python benchmarks/mixture_families.py [--quick]             # prints only
     python benchmarks/mixture_families.py --cheap-calibration  # a cheaper calibration's ratios, prints only
+    python benchmarks/mixture_families.py --dpmpp-3m-variants  # dpmpp_3m's two update rules, prints only
 """
 
 from __future__ import annotations
@@ -316,15 +317,42 @@ def cheap_calibration(evals: tuple = (5, 15), share: float = 0.25, samples: int 
     return rows
 
 
+def dpmpp_3m_variants(samples: int = 512, reference_steps: int = 2000, log=print) -> list[dict]:
+    """``dpmpp_3m``'s two update rules (``variant="exact"``, the default, and ``"dpmsolver"``,
+    diffusers') on the default grid of every family, as ratios to the best diffusers configuration."""
+    variants = ("exact", "dpmsolver")
+    rows = []
+    for fam in FAMILIES:
+        problem = FamilyProblem(fam, draws(fam.dim, samples))
+        ref, _ = reference(problem, reference_steps)
+        df = diffusers_errors(problem, ref)
+        for n in NFES:
+            bd = best((label, e) for (label, k), e in df.items() if k == n)
+            grid = default_grid(problem, "dpmpp_3m", n)
+            errors = {v: rms(sample(problem.gmm, problem.x_T.clone(), grid, method="dpmpp_3m", variant=v), ref)
+                      for v in variants}
+            rows.append({"family": fam, "nfe": n, "errors": errors, "ratios": {v: e / bd[1] for v, e in errors.items()}})
+            log(f"{fam.name}, NFE {n}: " + ", ".join(f"{v} {e:.2e} ({e / bd[1]:.2f})" for v, e in errors.items()))
+    for v in variants:
+        ratios = [r["ratios"][v] for r in rows]
+        log(f"dpmpp_3m variant={v}: median {statistics.median(ratios):.2f}, worst {max(ratios):.2f}")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="128 draws, 1000-step references")
     parser.add_argument("--cheap-calibration", action="store_true",
                         help="only the study of a cheaper calibration (unipc, a quarter of the calibration batch, "
                              "5 and 15 runs per step instead of 60)")
+    parser.add_argument("--dpmpp-3m-variants", action="store_true",
+                        help="only dpmpp_3m's two update rules (exact, dpmsolver) on the default grids")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     samples, steps = (128, 1000) if args.quick else (512, 2000)
+    if args.dpmpp_3m_variants:
+        dpmpp_3m_variants(samples=samples, reference_steps=steps)
+        return 0
     if args.cheap_calibration:
         cheap_calibration(samples=samples, reference_steps=steps)
         return 0

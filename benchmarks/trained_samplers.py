@@ -48,8 +48,10 @@ NFES = (4, 6, 8, 12, 24, 48)
 METRIC_NFES = (4, 6, 8, 12)
 REFERENCE_STEPS = {"digits": 256, "toy2d": 1024, "spoken_digits": 256, "notes": 256}  # toy2d's thin data need more: 256 vs 128 steps differ by 2e-3
 # (method, spacing (None: its default), options)
-MULTIDIFF = (("unipc", None, {}), ("unipc", None, {"order": 3}), ("dpmpp_3m", None, {}), ("dpmpp_2m", None, {}),
-             ("dpmpp_3m", "logsnr", {}), ("unipc", "karras", {}), ("unipc", "logsnr", {}))
+MULTIDIFF = (("unipc", None, {}), ("unipc", None, {"order": 3}), ("dpmpp_3m", None, {}),
+             ("dpmpp_3m", None, {"variant": "dpmsolver"}), ("dpmpp_2m", None, {}),
+             ("dpmpp_3m", "logsnr", {}), ("dpmpp_3m", "logsnr", {"variant": "dpmsolver"}), ("unipc", "karras", {}),
+             ("unipc", "logsnr", {}))
 
 
 @dataclass
