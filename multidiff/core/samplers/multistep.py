@@ -84,10 +84,14 @@ def _moments(h: float, n_nodes: int, variant: str) -> list[float]:
     first-difference term gets UniPC's B(h) = e^h - 1 coefficient (Zhao et al.
     2023, Sec. 3.1; for order 2 this is DPM-Solver++(2M)'s 1/(2r) rule) in
     place of the exact moment; larger systems are solved exactly, where B(h)
-    cancels."""
+    cancels. ``"dpmsolver"``: the same with two nodes, and with three the
+    second moment of DPM-Solver++(3M)'s code, h^2 (1/2 - phi_2 / h) with
+    phi_2 = 1 - I_0 / h (about h^3 / 6; the exact one is about h^3 / 3)."""
     moments = exp_moments(h, n_nodes)
-    if variant == "bh2" and n_nodes == 2:
+    if variant in ("bh2", "dpmsolver") and n_nodes == 2:
         moments[1] = 0.5 * h * moments[0]
+    if variant == "dpmsolver" and n_nodes == 3:
+        moments[2] = 0.5 * h * h - h + moments[0]
     return moments
 
 
@@ -169,62 +173,17 @@ def dpmpp_3m(denoiser, x, sigmas, *, variant: str = "exact", final_step: str = "
     (the default) integrates the quadratic interpolant of the last three data
     predictions exactly; ``"dpmsolver"`` is the update of the DPM-Solver++
     code base, diffusers' DPMSolverMultistepScheduler(solver_order=3) and
-    k-diffusion (:func:`_dpmsolver_3m`)."""
+    k-diffusion: its second step is DPM-Solver++(2M)'s, and from the third it
+    weighs the interpolant's quadratic term with phi_3 ~ h / 6 where the exact
+    integral has ~ h / 3 (:func:`_moments`). So its steps are off by O(h^3)
+    and it converges at order 2, not 3 (tests/test_core_samplers.py); at a
+    few steps either can be the closer (docs/benchmarks.md)."""
     _check_final_step(final_step)
     if variant not in DPMPP_3M_VARIANTS:
         raise ValueError(f"dpmpp_3m variant must be one of {', '.join(map(repr, DPMPP_3M_VARIANTS))}, "
                          f"got {variant!r}")
     run = Stepper(denoiser, x, sigmas, cond, callback)
-    if variant == "dpmsolver":
-        return _dpmsolver_3m(run, x, final_step)
-    return _exp_multistep(run, x, order=3, corrector=False, variant="exact", final_step=final_step)
-
-
-def _dpmsolver_3m(run: Stepper, x, final_step: str):
-    """DPM-Solver++(3M) as its authors' code writes it: the first step first order, the second
-    DPM-Solver++(2M)'s, then ``x' = (s'/s) x + phi_1 D_0 + phi_2 D_1 - phi_3 D_2`` with
-    ``D_1``, ``D_2`` the interpolant's first derivative times h and second derivative times
-    h^2 / 2, phi_1 = 1 - e^-h, phi_2 = 1 - phi_1 / h, phi_3 = phi_2 / h - 1/2.
-
-    phi_3 ~ h / 6 weighs ``D_2`` where the exact integral of the same quadratic weighs it with
-    1 - 2/h + 2 phi_1 / h^2 ~ h / 3, so the step's error is O(h^3) and the method converges at
-    order 2, not 3 (tests/test_core_samplers.py measures it); on a few steps its error can still
-    be the smaller one (docs/benchmarks.md)."""
-    s = run.sigma_list
-    history = []  # (lambda, denoised), newest first
-    eps_history = []
-    for i in range(len(run)):
-        denoised = run.denoise(x, run.x_sigmas[i])
-        run.report(i, x, denoised)
-        history.insert(0, (-math.log(s[i]), denoised))
-        del history[3:]
-        eps_history.insert(0, (s[i], to_d(x, s[i], denoised)))
-        del eps_history[FINAL_ORDER:]
-        if s[i + 1] == 0:
-            return _final_step(x, denoised, s[i], eps_history, final_step)
-        h = math.log(s[i] / s[i + 1])
-        phi_1 = -math.expm1(-h)
-        ratio = s[i + 1] / s[i]
-        m0 = history[0][1]
-        if len(history) == 1:
-            x = combine(x, ratio, [(phi_1, m0)])
-            continue
-        r0 = (history[0][0] - history[1][0]) / h
-        if len(history) == 2:  # DPM-Solver++(2M): D_hat = (1 + 1/(2 r)) D_0 - 1/(2 r) D_1
-            x = combine(x, ratio, [(phi_1 * (1 + 0.5 / r0), m0), (-phi_1 * 0.5 / r0, history[1][1])])
-            continue
-        r1 = (history[1][0] - history[2][0]) / h
-        m1, m2 = history[1][1], history[2][1]
-        phi_2 = 1.0 - phi_1 / h
-        phi_3 = phi_2 / h - 0.5
-        # D_1_0 = (m0 - m1) / r0, D_1_1 = (m1 - m2) / r1, D_1 = D_1_0 + r0 / (r0 + r1) (D_1_0 - D_1_1),
-        # D_2 = (D_1_0 - D_1_1) / (r0 + r1), written as weights on m0, m1, m2
-        a, b = 1.0 / r0, 1.0 / r1  # D_1_0 = a (m0 - m1), D_1_1 = b (m1 - m2)
-        c1, c2 = r0 / (r0 + r1), 1.0 / (r0 + r1)
-        w_d10 = phi_2 * (1 + c1) - phi_3 * c2  # weight of D_1_0
-        w_d11 = -phi_2 * c1 + phi_3 * c2  # weight of D_1_1
-        x = combine(x, ratio, [(phi_1 + w_d10 * a, m0), (-w_d10 * a + w_d11 * b, m1), (-w_d11 * b, m2)])
-    return x
+    return _exp_multistep(run, x, order=3, corrector=False, variant=variant, final_step=final_step)
 
 
 # From this many steps on, unipc's default predictor order is 3 instead of 2 (docs/benchmarks.md).
