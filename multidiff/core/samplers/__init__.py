@@ -45,7 +45,8 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "dpmpp_2m": SamplerInfo(dpmpp_2m, "DPM-Solver++(2M), 2nd-order multistep", False, 2, "logsnr_jump", _one),
     "dpmpp_2m_sde": SamplerInfo(dpmpp_2m_sde, "SDE-DPM-Solver++(2M), stochastic multistep", True, 2,
                                 "logsnr", _one),
-    "dpmpp_3m": SamplerInfo(dpmpp_3m, "DPM-Solver++ 3rd-order multistep (exact weights)", False, 3, "logsnr_jump",
+    "dpmpp_3m": SamplerInfo(dpmpp_3m, "DPM-Solver++ 3rd-order multistep (exact weights; "
+                            "variant=\"dpmsolver\": diffusers', 2nd order)", False, 3, "logsnr_jump",
                             _one),
     "unipc": SamplerInfo(unipc, "UniPC predictor-corrector multistep (order 2+1)", False, 3, "logsnr_jump", _one),
     "ipndm": SamplerInfo(ipndm, "improved PNDM: variable-step Adams-Bashforth, up to 4th order", False, 4,
