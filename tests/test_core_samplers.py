@@ -56,9 +56,10 @@ def test_deterministic_convergence_order(method, mixture3d, ode_problem):
 
 def test_dpmpp_3m_dpmsolver_variant_converges_at_order_2(mixture3d, ode_problem):
     """The DPM-Solver++(3M) update of its authors' code (and diffusers') weighs the quadratic term
-    with phi_3 ~ h / 6 where the exact integral of the same interpolant has ~ h / 3: its steps
-    are O(h^3), so it converges at order 2, where the exact variant keeps order 3 (until its
-    first-order start caps it, beyond ~500 steps here, see ORDERS)."""
+    with 1/2 - phi_2 / h ~ h / 6 (its code's -phi_3) where the exact integral of the same
+    interpolant has ~ h / 3: its steps are off by O(h^3), so it converges at order 2, where the
+    exact variant keeps order 3 (until its first-order start caps it, beyond ~500 steps here,
+    see ORDERS)."""
     x_start, reference = ode_problem
     steps = [64, 128, 256]
 

@@ -174,8 +174,8 @@ def dpmpp_3m(denoiser, x, sigmas, *, variant: str = "exact", final_step: str = "
     predictions exactly; ``"dpmsolver"`` is the update of the DPM-Solver++
     code base, diffusers' DPMSolverMultistepScheduler(solver_order=3) and
     k-diffusion: its second step is DPM-Solver++(2M)'s, and from the third it
-    weighs the interpolant's quadratic term with phi_3 ~ h / 6 where the exact
-    integral has ~ h / 3 (:func:`_moments`). So its steps are off by O(h^3)
+    weighs the interpolant's quadratic term with 1/2 - phi_2 / h ~ h / 6
+    where the exact integral has ~ h / 3 (:func:`_moments`). So its steps are off by O(h^3)
     and it converges at order 2, not 3 (tests/test_core_samplers.py); at a
     few steps either can be the closer (docs/benchmarks.md)."""
     _check_final_step(final_step)
