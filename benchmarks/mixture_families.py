@@ -182,7 +182,7 @@ def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps
     Karras and log-SNR grids, with ``evals_per_step`` x steps sampler runs."""
     gen = torch.Generator().manual_seed(5000 + problem.family.seed)
     sigma_max, sigma_min = problem.schedule.sigma_max, problem.schedule.sigma_min
-    count = calibration_draws(problem) if share == 1.0 else max(64, int(calibration_draws(problem) * share))
+    count = max(64, int(calibration_draws(problem) * share))
     noise = torch.randn(count, problem.family.dim, generator=gen, dtype=torch.float64)
     noise = noise * math.sqrt(1.0 + sigma_max**2)
     cal_ref = sample(problem.gmm, noise.clone(), reference_sigmas(sigma_max, 1e-6, reference_steps), method="ipndm")
@@ -207,11 +207,16 @@ def diffusers_errors(problem: FamilyProblem, ref: torch.Tensor, nfes=NFES) -> di
             for cfg in diffusers_configs() for n in nfes}
 
 
+def best_diffusers(df: dict, nfe: int) -> tuple[str, float]:
+    """(label, RMS error) of the best diffusers configuration at ``nfe`` in :func:`diffusers_errors`' output."""
+    return best((label, e) for (label, k), e in df.items() if k == nfe)
+
+
 def family_rows(problem: FamilyProblem, ref: torch.Tensor, md: dict, df: dict, cal: dict, nfes=NFES) -> list[dict]:
     rows = []
     for n in nfes:
         bm = best((m, e) for (m, k), e in md.items() if k == n)
-        bd = best((label, e) for (label, k), e in df.items() if k == n)
+        bd = best_diffusers(df, n)
         bc = best((m, e) for (m, k), (e, _) in cal.items() if k == n)
         rows.append({"family": problem.family, "draws": problem.samples, "nfe": n, "md": bm, "df": bd,
                      "ratio": bm[1] / bd[1],
@@ -292,51 +297,52 @@ def report(rows: list, checks: list, samples: int, reference_steps: int) -> str:
     return "\n".join(lines)
 
 
-def cheap_calibration(evals: tuple = (5, 15), share: float = 0.25, samples: int = 512, reference_steps: int = 2000,
-                      log=print) -> list[dict]:
-    """What a cheaper calibration buys: unipc grids fitted with ``evals`` x steps sampler runs on
-    ``share`` of the calibration batch, measured as in :func:`sweep` against the best diffusers
-    configuration. One row per family and NFE, with the ratio at each budget."""
+def ratio_study(measure: Callable, title: Callable, samples: int = 512, reference_steps: int = 2000,
+                log=print) -> list[dict]:
+    """For every family: ``measure(problem, ref) -> {key: {nfe: RMS error}}``, each error as a ratio to
+    the best diffusers configuration at its NFE; one row per family and NFE, then the median and
+    worst ratio of each key (``title(key)`` names it)."""
     rows = []
     for fam in FAMILIES:
         problem = FamilyProblem(fam, draws(fam.dim, samples))
         ref, _ = reference(problem, reference_steps)
         df = diffusers_errors(problem, ref)
-        cal = {ev: calibrated_errors(problem, ref, reference_steps, methods=("unipc",), evals_per_step=ev,
-                                     share=share) for ev in evals}
+        errors = measure(problem, ref)
         for n in NFES:
-            bd = best((label, e) for (label, k), e in df.items() if k == n)
+            bd = best_diffusers(df, n)
             rows.append({"family": fam, "nfe": n, "df": bd,
-                         "ratios": {ev: cal[ev][("unipc", n)][0] / bd[1] for ev in evals}})
-            log(f"{fam.name}, NFE {n}: " + ", ".join(f"{ev} evals/step {r:.2f}"
-                                                      for ev, r in rows[-1]["ratios"].items()))
-    for ev in evals:
-        ratios = [r["ratios"][ev] for r in rows]
-        log(f"{ev} evals/step on {share:g} of the batch: median {statistics.median(ratios):.2f}, "
-            f"worst {max(ratios):.2f}")
+                         "errors": {key: e[n] for key, e in errors.items()},
+                         "ratios": {key: e[n] / bd[1] for key, e in errors.items()}})
+            log(f"{fam.name}, NFE {n}: " + ", ".join(f"{title(key)} {e:.2e} ({rows[-1]['ratios'][key]:.2f})"
+                                                      for key, e in rows[-1]["errors"].items()))
+    for key in rows[0]["ratios"]:
+        ratios = [r["ratios"][key] for r in rows]
+        log(f"{title(key)}: median {statistics.median(ratios):.2f}, worst {max(ratios):.2f}")
     return rows
+
+
+def cheap_calibration(evals: tuple = (5, 15), share: float = 0.25, samples: int = 512, reference_steps: int = 2000,
+                      log=print) -> list[dict]:
+    """What a cheaper calibration buys: unipc grids fitted with ``evals`` x steps sampler runs on
+    ``share`` of the calibration batch, as ratios to the best diffusers configuration."""
+    def measure(problem, ref):
+        return {ev: {n: e for (_, n), (e, _) in calibrated_errors(problem, ref, reference_steps, methods=("unipc",),
+                                                                  evals_per_step=ev, share=share).items()}
+                for ev in evals}
+
+    return ratio_study(measure, lambda ev: f"{ev} evals/step on {share:g} of the batch", samples, reference_steps,
+                       log)
 
 
 def dpmpp_3m_variants(samples: int = 512, reference_steps: int = 2000, log=print) -> list[dict]:
     """``dpmpp_3m``'s two update rules (``variant="exact"``, the default, and ``"dpmsolver"``,
     diffusers') on the default grid of every family, as ratios to the best diffusers configuration."""
-    variants = ("exact", "dpmsolver")
-    rows = []
-    for fam in FAMILIES:
-        problem = FamilyProblem(fam, draws(fam.dim, samples))
-        ref, _ = reference(problem, reference_steps)
-        df = diffusers_errors(problem, ref)
-        for n in NFES:
-            bd = best((label, e) for (label, k), e in df.items() if k == n)
-            grid = default_grid(problem, "dpmpp_3m", n)
-            errors = {v: rms(sample(problem.gmm, problem.x_T.clone(), grid, method="dpmpp_3m", variant=v), ref)
-                      for v in variants}
-            rows.append({"family": fam, "nfe": n, "errors": errors, "ratios": {v: e / bd[1] for v, e in errors.items()}})
-            log(f"{fam.name}, NFE {n}: " + ", ".join(f"{v} {e:.2e} ({e / bd[1]:.2f})" for v, e in errors.items()))
-    for v in variants:
-        ratios = [r["ratios"][v] for r in rows]
-        log(f"dpmpp_3m variant={v}: median {statistics.median(ratios):.2f}, worst {max(ratios):.2f}")
-    return rows
+    def measure(problem, ref):
+        return {v: {n: rms(sample(problem.gmm, problem.x_T.clone(), default_grid(problem, "dpmpp_3m", n),
+                                  method="dpmpp_3m", variant=v), ref) for n in NFES}
+                for v in ("exact", "dpmsolver")}
+
+    return ratio_study(measure, lambda v: f"dpmpp_3m variant={v}", samples, reference_steps, log)
 
 
 def main(argv=None) -> int:

@@ -145,8 +145,8 @@ def audio_task(run_dir: Path, num: int, seed: int) -> Task:
 
 TASKS = {"digits": digits_task, "toy2d": toy2d_task, "spoken_digits": audio_task, "notes": audio_task}
 DEFAULT_NUM = {"digits": 300, "toy2d": 2000, "spoken_digits": 200, "notes": 200}
-UNITS = {"digits": " in pixels in [0, 1]", "spoken_digits": " in model space (normalised log-mel in [-1, 1])",
-         "notes": " in model space (normalised log-mel in [-1, 1])"}
+AUDIO_UNITS = " in model space (normalised log-mel in [-1, 1])"
+UNITS = {"digits": " in pixels in [0, 1]", "spoken_digits": AUDIO_UNITS, "notes": AUDIO_UNITS}
 
 
 # ---------------------------------------------------------------- samplers
