@@ -119,6 +119,20 @@ def test_ddpm_step_posterior_mean_and_std(t):
     assert abs(math.sqrt(beta) / std - 1) > 0.05
 
 
+def _run_dpmsolver_multistep(gmm, karras: bool, **options):
+    """DPMSolverMultistepScheduler (DPM-Solver++, 10 steps to sigma 0) on the mixture from seeded
+    noise: (its output, its sigmas (11, ending with 0), the VE start point for ours)."""
+    sched = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type="dpmsolver++", final_sigmas_type="zero",
+                                                  use_karras_sigmas=karras, **options)
+    sched.set_timesteps(10)
+    sigmas = sched.sigmas.double()
+    z = _noise((64, 4), seed=9)
+    x_vp = z.clone()
+    for i, t in enumerate(sched.timesteps):
+        x_vp = sched.step(_eps_model(gmm, sigmas[i].item(), x_vp), t, x_vp).prev_sample
+    return x_vp, sigmas, z * math.sqrt(1.0 + sigmas[0].item() ** 2)
+
+
 @pytest.mark.parametrize("karras", [False, True])
 def test_dpmpp_2m_matches_diffusers(karras):
     """DPM-Solver++(2M) on identical sigmas: multidiff ``dpmpp_2m`` == DPMSolverMultistepScheduler.
@@ -129,16 +143,7 @@ def test_dpmpp_2m_matches_diffusers(karras):
     ours runs with ``final_step="denoise"`` (its default Adams final step is a
     deliberate improvement, benchmarked in docs/benchmarks.md)."""
     gmm = example_mixture(dim=4, num_components=3, seed=2)
-    sched = diffusers.DPMSolverMultistepScheduler(**BETAS, solver_order=2, algorithm_type="dpmsolver++",
-                                                  final_sigmas_type="zero", use_karras_sigmas=karras)
-    sched.set_timesteps(10)
-    sigmas = sched.sigmas.double()  # (11,), ends with 0
-    z = _noise((64, 4), seed=9)
-
-    x_vp = z.clone()
-    for i, t in enumerate(sched.timesteps):
-        x_vp = sched.step(_eps_model(gmm, sigmas[i].item(), x_vp), t, x_vp).prev_sample
-    x_T = z * math.sqrt(1.0 + sigmas[0].item() ** 2)
+    x_vp, sigmas, x_T = _run_dpmsolver_multistep(gmm, karras, solver_order=2)
     ours = sample(gmm, x_T, sigmas, method="dpmpp_2m", final_step="denoise")
     first_order = sample(gmm, x_T, sigmas, method="euler")
 
@@ -152,17 +157,7 @@ def test_dpmpp_3m_dpmsolver_variant_matches_diffusers(karras):
     DPMSolverMultistepScheduler(solver_order=3), to float32 precision; the default ``"exact"``
     variant, which integrates the same quadratic interpolant exactly, differs by far more."""
     gmm = example_mixture(dim=4, num_components=3, seed=2)
-    sched = diffusers.DPMSolverMultistepScheduler(**BETAS, solver_order=3, algorithm_type="dpmsolver++",
-                                                  final_sigmas_type="zero", lower_order_final=False,
-                                                  use_karras_sigmas=karras)
-    sched.set_timesteps(10)
-    sigmas = sched.sigmas.double()
-    z = _noise((64, 4), seed=9)
-
-    x_vp = z.clone()
-    for i, t in enumerate(sched.timesteps):
-        x_vp = sched.step(_eps_model(gmm, sigmas[i].item(), x_vp), t, x_vp).prev_sample
-    x_T = z * math.sqrt(1.0 + sigmas[0].item() ** 2)
+    x_vp, sigmas, x_T = _run_dpmsolver_multistep(gmm, karras, solver_order=3, lower_order_final=False)
     ours = sample(gmm, x_T, sigmas, method="dpmpp_3m", variant="dpmsolver", final_step="denoise")
     exact = sample(gmm, x_T, sigmas, method="dpmpp_3m", final_step="denoise")
 
