@@ -99,8 +99,10 @@ class TextConfig:
     prediction: str = "categorical"  # the posterior over the table (CDCD); "edm" etc.: Diffusion-LM's MSE + rounding
     weighting: str = "edm"  # MSE predictions only
     sigma_data: float = 1.0
-    p_mean: float = 0.5  # EDM training sigmas: log-normal(p_mean, p_std); text gains from more high-noise training
-    p_std: float = 1.2
+    # EDM training sigmas: log-normal(p_mean, p_std), placed where the word cross-entropy changes (CDCD's
+    # time warping; `python benchmarks/text_recipes.py noise --run RUN` measures it, docs/text.md)
+    p_mean: float = 0.8
+    p_std: float = 0.65
     # training
     steps: int = 8000
     batch_size: int = 64
@@ -173,6 +175,9 @@ class WordNetGPUConfig(TextConfig):
     lr: float = 3e-4
     warmup_steps: int = 2000
     ema_decay: float = 0.9999
+    # not measured at this width (64-d rows move the cross-entropy's change up): the broad distribution
+    p_mean: float = 0.5
+    p_std: float = 1.2
     classifier_steps: int = 4000
     checkpoint_every: int = 10_000
     sample_every: int = 10_000
@@ -239,8 +244,8 @@ def is_conditional(config: TextConfig, num_classes: int) -> bool:
 
 def trained_sigma_min(config: TextConfig) -> float:
     """The lowest sigma EDM runs sample at: where training's log-normal sigmas thin out (3 standard
-    deviations below ``p_mean``, 0.045 at the defaults). Below it the network was never trained, and
-    nothing is left to decide: at sigma 0.05 a token lies dozens of noise deviations from any other row. A
+    deviations below ``p_mean``: 0.32 at the defaults, where the cross-entropy of the word posterior is
+    already under 1e-3 nats). Below it the network was never trained, and nothing is left to decide. A
     2.1M-parameter run sent there by the 100-step grids (EDM's own floor is 0.002) lost every
     sample: the posterior went flat and pulled every position onto the table's mean."""
     return max(0.002, math.exp(config.p_mean - 3 * config.p_std))
