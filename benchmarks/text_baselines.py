@@ -223,7 +223,8 @@ def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
     for name, _, _, _, samples in rows:
         lines += [f"{name}, the first {min(SHOWN, num)} samples:", "", "```text"]
         lines += [" ".join(s) for s in samples[:SHOWN]] + ["```", ""]
-    lines.append(f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}.")
+    threads = torch.get_num_threads()
+    lines.append(f"{threads} thread{'s' if threads != 1 else ''}, {platform.processor() or platform.machine()}.")
     return "\n".join(lines) + "\n"
 
 

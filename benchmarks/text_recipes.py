@@ -20,6 +20,15 @@ scale (1 / Diffusion-LM's fluency weight). Block ``text_keyword``.
 success against the sampling temperature of the word posteriors, with the first
 samples of each. Block ``text_temperature`` (``--block`` another name, for a
 held-out run).
+
+``noise``: the trained model's cross-entropy on validation sentences against the
+noise level, and the training-noise distribution it suggests: CDCD's time
+warping (Dieleman et al. 2022) spends training where the cross-entropy changes,
+with density proportional to ``dCE / dlog sigma``; the log-normal with that
+density's mean and standard deviation in ``log sigma`` is the suggested
+``(p_mean, p_std)``. Block ``text_noise`` (``--block`` another name).
+
+    python benchmarks/text_recipes.py noise --run runs/wn
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,7 +96,11 @@ def steps_block(rows: list[dict], run: Path, num: int) -> str:
              + (f" ({first['nll_ngram_bits_per_token']:.2f} on the {first['nll_num']} sentences the NLL column "
                 f"scores, {first['nll_ode_steps']} ODE steps)" if "nll_ngram_bits_per_token" in first else "")
              + ".\n")
-    meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {torch.get_num_threads()} threads, "
+    from multidiff.recipes import text
+
+    threads = text.read_config(run).threads or torch.get_num_threads()  # what evaluate sampled with
+    meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {threads} "
+            f"thread{'s' if threads != 1 else ''}, "
             f"{platform.processor() or platform.machine()}; run `{run}`.\n")
     return head + body + floor + meta
 
@@ -187,15 +204,78 @@ def temperature(run: Path, temperatures: list[float], num: int, shown: int = 5) 
     return "\n".join(rows) + "\n" + meta + "\n".join(shown_samples)
 
 
+def noise_curve(model, ids: torch.Tensor, sigmas: torch.Tensor, draws: int = 4, seed: int = 0):
+    """The mean cross-entropy (nats, over all positions, pads included, as training averages it) of
+    the model's posterior over the table at ``E[ids] + sigma n`` for each sigma: ``(S,)``."""
+    import torch
+    from torch.nn import functional as F
+
+    from multidiff.adapters.text import token_table
+
+    generator = torch.Generator().manual_seed(seed)
+    table = token_table(model, model.sigma_data)
+    x0 = table[ids]
+    out = []
+    with torch.no_grad():
+        for sigma in sigmas.tolist():
+            total = 0.0
+            for _ in range(draws):
+                x = x0 + sigma * torch.randn(x0.shape, generator=generator)
+                logits = model.logits(x, torch.full((len(ids),), sigma))
+                total += float(F.cross_entropy(logits.float().transpose(1, 2), ids))
+            out.append(total / draws)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def warp_moments(sigmas: torch.Tensor, ce: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard deviation in ``log sigma`` of the density ``max(dCE / dlog sigma, 0)``
+    (finite differences between neighbouring sigmas, each at its interval's midpoint)."""
+    log_sigma = sigmas.double().log()
+    slope = ((ce[1:] - ce[:-1]) / (log_sigma[1:] - log_sigma[:-1])).clamp(min=0)
+    weight = slope * (log_sigma[1:] - log_sigma[:-1])
+    mid = (log_sigma[1:] + log_sigma[:-1]) / 2
+    mean = float((weight * mid).sum() / weight.sum())
+    return mean, float(((weight * (mid - mean) ** 2).sum() / weight.sum()).sqrt())
+
+
+def noise(run: Path, num: int) -> str:
+    import math
+
+    import torch
+
+    from multidiff.recipes import text
+
+    model, config, tokenizer, _, _ = text.load_run(run)
+    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    ids = data.splits["validation"]["ids"]
+    ids = ids[text.held_out_pick(len(ids), num, 0)]
+    sigmas = torch.logspace(math.log10(0.2), math.log10(40.0), 24, dtype=torch.float64)
+    with text.threads_of(config):
+        ce = noise_curve(model.eval(), ids, sigmas)
+    mean, std = warp_moments(sigmas, ce)
+    trained = torch.distributions.Normal(config.p_mean, config.p_std)
+    easy = sigmas[ce < 0.01 * ce.max()]
+    easy_share = float(trained.cdf(torch.tensor(math.log(float(easy.max()))))) if len(easy) else 0.0
+    rows = ["| sigma | cross-entropy (nats) |", "| --- | --- |"]
+    rows += [f"| {float(s):.3g} | {float(c):.3f} |" for s, c in zip(sigmas[::2], ce[::2])]
+    return "\n".join(rows) + (
+        f"\n\n{len(ids)} validation sentences drawn at random, 4 noise draws per sigma; run `{run}` "
+        f"(trained with p_mean {config.p_mean:g}, p_std {config.p_std:g}).\n\n"
+        f"Density proportional to dCE / dlog sigma: mean {mean:.2f}, standard deviation {std:.2f} in log sigma "
+        f"(sigma {math.exp(mean):.2f}). The run's training distribution put {easy_share:.0%} of its sigmas "
+        f"where the cross-entropy is under 1% of its maximum.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["steps", "examples", "keyword", "temperature"])
+    parser.add_argument("task", choices=["steps", "examples", "keyword", "temperature", "noise"])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 100])
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 2, 4, 8, 16, 32])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
     parser.add_argument("--num", type=int, default=500)
-    parser.add_argument("--block", default="text_temperature", help="temperature: the docs block to write")
+    parser.add_argument("--block", default=None, help="temperature, noise: the docs block to write "
+                        "(default text_temperature, text_noise)")
     args = parser.parse_args()
     if args.task == "steps":
         write_block(DOC, "text_steps", steps(args.run, args.steps, args.num), append_if_missing=True)
@@ -203,8 +283,11 @@ def main() -> None:
         write_block(DOC, "text_examples", examples(args.run), append_if_missing=True)
     elif args.task == "keyword":
         write_block(DOC, "text_keyword", keyword(args.run, args.scales, args.num), append_if_missing=True)
+    elif args.task == "noise":
+        write_block(DOC, args.block or "text_noise", noise(args.run, min(args.num, 1000)), append_if_missing=True)
     else:
-        write_block(DOC, args.block, temperature(args.run, args.temperatures, args.num), append_if_missing=True)
+        write_block(DOC, args.block or "text_temperature", temperature(args.run, args.temperatures, args.num),
+                    append_if_missing=True)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,20 @@ def test_the_causal_model_never_sees_later_words():
         out_a, out_b = model(a), model(b)
     assert torch.allclose(out_a[:, :4], out_b[:, :4], atol=1e-5)
     assert not torch.allclose(out_a[:, 4:], out_b[:, 4:], atol=1e-5)
+
+
+def test_warp_moments_of_a_logistic_cross_entropy():
+    """The suggested training-noise distribution (benchmarks/text_recipes.py noise): for a
+    cross-entropy that rises as a logistic in log sigma, the density dCE / dlog sigma is the logistic
+    density, with mean at its centre and standard deviation s * pi / sqrt(3); a curve that falls
+    somewhere adds no weight there."""
+    from text_recipes import warp_moments
+
+    log_sigma = torch.linspace(-6.0, 8.0, 2001, dtype=torch.float64)
+    centre, s = 0.9, 0.35
+    ce = 7.0 * torch.sigmoid((log_sigma - centre) / s)
+    mean, std = warp_moments(log_sigma.exp(), ce)
+    assert mean == pytest.approx(centre, abs=1e-3) and std == pytest.approx(s * torch.pi / 3**0.5, rel=1e-3)
+    dipped = ce.clone()
+    dipped[log_sigma > 5] -= 0.5 * torch.sigmoid((log_sigma[log_sigma > 5] - 6) / 0.2)  # a fall at the top
+    assert warp_moments(log_sigma.exp(), dipped) == pytest.approx((mean, std), abs=1e-2)

@@ -205,6 +205,29 @@ def test_sampling_stays_where_the_network_was_trained(run_dir, tmp_path):
         assert float(sigmas[sigmas > 0].min()) >= floor * (1 - 1e-9), method
 
 
+def test_dropout_reaches_the_backbone_and_is_off_when_sampling(tmp_path):
+    """``dropout`` is the backbone's MLP dropout: on in training mode (two calls differ), off in eval
+    mode (two calls agree); a value outside [0, 1) is refused. (adaLN-Zero starts every block's gates
+    at zero, which hides the MLP at initialisation, so the weights are drawn at random first.)"""
+    data = grammar_file(tmp_path / "lines.txt")
+    recipe = get_recipe("wordnet")
+    config = make_config(recipe, {**tiny_options(data), "dropout": "0.5"})
+    corpus = text_recipe.load_corpus(config)
+    tokenizer = text_recipe.build_tokenizer(config, corpus)
+    model = text_recipe.build_model(config, tokenizer, 1)
+    assert model.backbone.config.dropout == 0.5
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+    x, sigma = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(0)), torch.full((2,), 2.0)
+    with torch.no_grad():
+        assert not torch.equal(model.train()(x, sigma), model(x, sigma))
+        assert torch.equal(model.eval()(x, sigma), model(x, sigma))
+    with pytest.raises(ValueError, match="dropout"):
+        make_config(recipe, {"dropout": "1.0"})
+
+
 def test_bad_data_file(tmp_path):
     recipe = get_recipe("wordnet")
     empty = tmp_path / "empty.txt"

@@ -95,6 +95,7 @@ class TextConfig:
     preset: str = "small"
     width: int = 128  # hidden_size; 0: the preset's (the CPU default: a narrow, shallow "small", ~2M parameters)
     depth: int = 4  # blocks; 0: the preset's
+    dropout: float = 0.0  # on the backbone's MLP hidden layers
     schedule: str = "edm"
     prediction: str = "categorical"  # the posterior over the table (CDCD); "edm" etc.: Diffusion-LM's MSE + rounding
     weighting: str = "edm"  # MSE predictions only
@@ -140,9 +141,10 @@ class TextConfig:
             raise ValueError(f"unknown transformer1d preset {self.preset!r}; choose one of: tiny, small, base")
         if self.vocab_size < 3:
             raise ValueError(f"vocab_size must be >= 3, got {self.vocab_size}")
-        if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1 or self.guidance < 0:
-            raise ValueError(f"need label_dropout and ema_decay in [0, 1) and guidance >= 0, got "
-                             f"{self.label_dropout}, {self.ema_decay}, {self.guidance}")
+        if not 0 <= self.label_dropout < 1 or not 0 <= self.dropout < 1 or not 0 <= self.ema_decay < 1 \
+                or self.guidance < 0:
+            raise ValueError(f"need label_dropout, dropout and ema_decay in [0, 1) and guidance >= 0, got "
+                             f"{self.label_dropout}, {self.dropout}, {self.ema_decay}, {self.guidance}")
         if self.keyword_scale < 0:
             raise ValueError(f"keyword_scale must be >= 0, got {self.keyword_scale}")
         if self.self_condition and self.prediction != "categorical":
@@ -245,7 +247,7 @@ def is_conditional(config: TextConfig, num_classes: int) -> bool:
 def trained_sigma_min(config: TextConfig) -> float:
     """The lowest sigma EDM runs sample at: where training's log-normal sigmas thin out (3 standard
     deviations below ``p_mean``: 0.32 at the defaults, where the cross-entropy of the word posterior is
-    already under 1e-3 nats). Below it the network was never trained, and nothing is left to decide. A
+    already about 0.002 nats a position). Below it the network was never trained, and nothing is left to decide. A
     2.1M-parameter run sent there by the 100-step grids (EDM's own floor is 0.002) lost every
     sample: the posterior went flat and pulled every position onto the table's mean."""
     return max(0.002, math.exp(config.p_mean - 3 * config.p_std))
@@ -263,7 +265,7 @@ def build_model(config: TextConfig, tokenizer: TextTokenizer, num_classes: int) 
     schedule = make_text_schedule(config)
     options = dict(in_channels=config.embed_dim, length=config.length, vocab_size=tokenizer.vocab_size,
                    num_classes=num_classes if is_conditional(config, num_classes) else 0,
-                   embedding=noise_embedding(schedule))
+                   embedding=noise_embedding(schedule), dropout=config.dropout)
     if config.prediction == "categorical":  # logits over the table at each position
         options["out_channels"] = tokenizer.vocab_size
     if config.width:
