@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -226,6 +227,30 @@ def test_dropout_reaches_the_backbone_and_is_off_when_sampling(tmp_path):
         assert torch.equal(model.eval()(x, sigma), model(x, sigma))
     with pytest.raises(ValueError, match="dropout"):
         make_config(recipe, {"dropout": "1.0"})
+
+
+def test_weight_decay_reaches_the_optimizer(tmp_path, monkeypatch):
+    """``weight_decay`` is AdamW's: the recipe hands it to the training engine with the rest of the
+    engine settings unchanged; a negative value is refused."""
+    data = grammar_file(tmp_path / "lines.txt")
+    recipe = get_recipe("wordnet")
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(model, engine, **kwargs):
+        seen.append(engine)
+        raise Stop
+
+    monkeypatch.setattr(text_recipe, "Trainer", spy)
+    for decay in ("0.25", "0"):
+        with pytest.raises(Stop):
+            recipe.train(make_config(recipe, {**tiny_options(data), "weight_decay": decay}), tmp_path / f"run{decay}")
+    assert [e.weight_decay for e in seen] == [0.25, 0.0]
+    assert seen[0] == replace(seen[1], weight_decay=0.25)
+    with pytest.raises(ValueError, match="weight_decay"):
+        make_config(recipe, {"weight_decay": "-0.1"})
 
 
 def test_bad_data_file(tmp_path):

@@ -40,7 +40,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -108,6 +108,7 @@ class TextConfig:
     steps: int = 8000
     batch_size: int = 64
     lr: float = 2e-3
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
     warmup_steps: int = 200
     decay: str = "cosine"
     ema_decay: float = 0.999
@@ -135,7 +136,7 @@ class TextConfig:
                             "weighting": WEIGHTINGS, "sampler": SAMPLERS, "device": DEVICES, "tokenizer": TOKENIZERS},
                      at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "length", "embed_dim"),
                      non_negative=("width", "depth", "warmup_steps", "seed", "threads", "checkpoint_every",
-                                   "sample_every", "classifier_steps", "max_unknown"),
+                                   "sample_every", "classifier_steps", "max_unknown", "weight_decay"),
                      positive=("lr", "sigma_data", "round_sigma", "p_std", "temperature"))
         if self.preset not in ("tiny", "small", "base"):
             raise ValueError(f"unknown transformer1d preset {self.preset!r}; choose one of: tiny, small, base")
@@ -387,7 +388,8 @@ def train(config: TextConfig = WordNetConfig(), out: str | os.PathLike | None = 
                       dropout=config.label_dropout if conditional else 0.0)
     on_sample = partial(_progress_text, config=config, tokenizer=tokenizer, classes=data.class_prior)
     with threads_of(config):
-        trainer = Trainer(model, engine_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
+        engine = replace(engine_config(config), weight_decay=config.weight_decay)
+        trainer = Trainer(model, engine, run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
                           progress=progress, device=device_of(config))
         if not config.resume and trainer.dist.is_main:
             remove_checkpoints(run_dir)
