@@ -105,8 +105,10 @@ def threads_of(config):
 
 def engine_config(config) -> TrainConfig:
     """The training engine's settings from a recipe config (steps, lr, warm-up, cosine decay to lr / 10,
-    EMA, checkpoint and picture intervals, bf16 autocast on CUDA, compile)."""
-    return TrainConfig(steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
+    EMA, checkpoint and picture intervals, bf16 autocast on CUDA, compile, and AdamW's weight decay
+    where the recipe config has a ``weight_decay`` field, else none)."""
+    return TrainConfig(steps=config.steps, lr=config.lr, weight_decay=getattr(config, "weight_decay", 0.0),
+                       warmup_steps=min(config.warmup_steps, config.steps - 1),
                        decay=config.decay, min_lr_ratio=0.1, ema_decay=config.ema_decay, seed=config.seed,
                        log_every=max(1, min(100, config.steps // 10)), checkpoint_every=config.checkpoint_every,
                        sample_every=config.sample_every, autocast=None if config.bf16 else False,

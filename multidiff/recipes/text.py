@@ -40,7 +40,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -388,8 +388,7 @@ def train(config: TextConfig = WordNetConfig(), out: str | os.PathLike | None = 
                       dropout=config.label_dropout if conditional else 0.0)
     on_sample = partial(_progress_text, config=config, tokenizer=tokenizer, classes=data.class_prior)
     with threads_of(config):
-        engine = replace(engine_config(config), weight_decay=config.weight_decay)
-        trainer = Trainer(model, engine, run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
+        trainer = Trainer(model, engine_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
                           progress=progress, device=device_of(config))
         if not config.resume and trainer.dist.is_main:
             remove_checkpoints(run_dir)
