@@ -15,6 +15,7 @@ BATCH_NUMBERS / dim where that is more.
     python benchmarks/mixture_families.py [--quick]             # prints only
     python benchmarks/mixture_families.py --cheap-calibration  # a cheaper calibration's ratios, prints only
     python benchmarks/mixture_families.py --dpmpp-3m-variants  # dpmpp_3m's two update rules, prints only
+    python benchmarks/mixture_families.py --stock-spacings     # the best stock spacing picked per family, prints only
 """
 
 from __future__ import annotations
@@ -345,6 +346,40 @@ def dpmpp_3m_variants(samples: int = 512, reference_steps: int = 2000, log=print
     return ratio_study(measure, lambda v: f"dpmpp_3m variant={v}", samples, reference_steps, log)
 
 
+STOCK_SPACINGS = ("logsnr_jump", "karras", "logsnr", "uniform", "linspace", "leading", "trailing")
+PICK_METHODS = ("unipc", "dpmpp_3m", "dpmpp_2m")
+
+
+def stock_spacings(samples: int = 512, reference_steps: int = 2000, log=print) -> list[dict]:
+    """A per-model choice among the schedule's stock spacings, with no search: for each of
+    PICK_METHODS, the spacing of STOCK_SPACINGS closest to the converged solution on the calibration
+    batch (``pick``), and, as its bound, the one closest on the measured draws (``oracle``); the best
+    method of each on the measured draws, as ratios to the best diffusers configuration."""
+    def measure(problem, ref):
+        gen = torch.Generator().manual_seed(5000 + problem.family.seed)
+        sigma_max = problem.schedule.sigma_max
+        noise = torch.randn(calibration_draws(problem), problem.family.dim, generator=gen, dtype=torch.float64)
+        noise = noise * math.sqrt(1.0 + sigma_max**2)
+        cal_ref = sample(problem.gmm, noise.clone(), reference_sigmas(sigma_max, 1e-6, reference_steps),
+                         method="ipndm")
+        out = {"pick": {}, "oracle": {}}
+        for n in NFES:
+            picked, oracle = [], []
+            for m in PICK_METHODS:
+                steps = multidiff_steps(m, n)
+                runs = []
+                for spacing in STOCK_SPACINGS:
+                    grid = problem.schedule.sigmas(steps, spacing, sigma_data=problem.sigma_data)
+                    runs.append((rms(sample(problem.gmm, noise.clone(), grid, method=m), cal_ref),
+                                 rms(sample(problem.gmm, problem.x_T.clone(), grid, method=m), ref)))
+                picked.append(min(runs)[1])
+                oracle.append(min(e for _, e in runs))
+            out["pick"][n], out["oracle"][n] = min(picked), min(oracle)
+        return out
+
+    return ratio_study(measure, lambda key: f"best stock spacing ({key})", samples, reference_steps, log)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="128 draws, 1000-step references")
@@ -353,6 +388,8 @@ def main(argv=None) -> int:
                              "5 and 15 runs per step instead of 60)")
     parser.add_argument("--dpmpp-3m-variants", action="store_true",
                         help="only dpmpp_3m's two update rules (exact, dpmsolver) on the default grids")
+    parser.add_argument("--stock-spacings", action="store_true",
+                        help="only the study of picking the best stock spacing per family (no search)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     samples, steps = (128, 1000) if args.quick else (512, 2000)
@@ -361,6 +398,9 @@ def main(argv=None) -> int:
         return 0
     if args.cheap_calibration:
         cheap_calibration(samples=samples, reference_steps=steps)
+        return 0
+    if args.stock_spacings:
+        stock_spacings(samples=samples, reference_steps=steps)
         return 0
     rows, checks = sweep(samples, steps)
     print(report(rows, checks, samples, steps))
