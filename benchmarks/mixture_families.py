@@ -174,6 +174,17 @@ def calibration_draws(problem: FamilyProblem) -> int:
     return draws(problem.family.dim, 256)
 
 
+def calibration_batch(problem: FamilyProblem, reference_steps: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` starting noises of the family's own calibration seed (never the measured draws) and
+    their converged ODE solution."""
+    gen = torch.Generator().manual_seed(5000 + problem.family.seed)
+    sigma_max = problem.schedule.sigma_max
+    noise = torch.randn(count, problem.family.dim, generator=gen, dtype=torch.float64)
+    noise = noise * math.sqrt(1.0 + sigma_max**2)
+    return noise, sample(problem.gmm, noise.clone(), reference_sigmas(sigma_max, 1e-6, reference_steps),
+                         method="ipndm")
+
+
 def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps: int, nfes=NFES,
                       methods=CALIBRATED_METHODS, log=None, evals_per_step: int = CALIBRATION_EVALS_PER_STEP,
                       share: float = 1.0) -> dict:
@@ -181,12 +192,8 @@ def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps
     batch of noise of its own (not the draws measured here; ``share`` of the usual batch, at least
     64 draws) against the same exact model's converged ODE solution, starting from the default,
     Karras and log-SNR grids, with ``evals_per_step`` x steps sampler runs."""
-    gen = torch.Generator().manual_seed(5000 + problem.family.seed)
     sigma_max, sigma_min = problem.schedule.sigma_max, problem.schedule.sigma_min
-    count = max(64, int(calibration_draws(problem) * share))
-    noise = torch.randn(count, problem.family.dim, generator=gen, dtype=torch.float64)
-    noise = noise * math.sqrt(1.0 + sigma_max**2)
-    cal_ref = sample(problem.gmm, noise.clone(), reference_sigmas(sigma_max, 1e-6, reference_steps), method="ipndm")
+    noise, cal_ref = calibration_batch(problem, reference_steps, max(64, int(calibration_draws(problem) * share)))
     out = {}
     for m in methods:
         for n in nfes:
@@ -356,12 +363,7 @@ def stock_spacings(samples: int = 512, reference_steps: int = 2000, log=print) -
     batch (``pick``), and, as its bound, the one closest on the measured draws (``oracle``); the best
     method of each on the measured draws, as ratios to the best diffusers configuration."""
     def measure(problem, ref):
-        gen = torch.Generator().manual_seed(5000 + problem.family.seed)
-        sigma_max = problem.schedule.sigma_max
-        noise = torch.randn(calibration_draws(problem), problem.family.dim, generator=gen, dtype=torch.float64)
-        noise = noise * math.sqrt(1.0 + sigma_max**2)
-        cal_ref = sample(problem.gmm, noise.clone(), reference_sigmas(sigma_max, 1e-6, reference_steps),
-                         method="ipndm")
+        noise, cal_ref = calibration_batch(problem, reference_steps, calibration_draws(problem))
         out = {"pick": {}, "oracle": {}}
         for n in NFES:
             picked, oracle = [], []
