@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import platform
 import random
 import sys
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docblock import write_block  # noqa: E402
+from text_recipes import threads_and_machine  # noqa: E402
 
 from multidiff.data import ShuffledBatches  # noqa: E402
 from multidiff.metrics.text import KneserNeyLM, copy_rate  # noqa: E402
@@ -223,8 +223,7 @@ def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
     for name, _, _, _, samples in rows:
         lines += [f"{name}, the first {min(SHOWN, num)} samples:", "", "```text"]
         lines += [" ".join(s) for s in samples[:SHOWN]] + ["```", ""]
-    threads = torch.get_num_threads()
-    lines.append(f"{threads} thread{'s' if threads != 1 else ''}, {platform.processor() or platform.machine()}.")
+    lines.append(f"{threads_and_machine(torch.get_num_threads())}.")
     return "\n".join(lines) + "\n"
 
 

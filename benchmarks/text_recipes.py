@@ -99,9 +99,8 @@ def steps_block(rows: list[dict], run: Path, num: int) -> str:
     from multidiff.recipes import text
 
     threads = text.read_config(run).threads or torch.get_num_threads()  # what evaluate sampled with
-    meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {threads} "
-            f"thread{'s' if threads != 1 else ''}, "
-            f"{platform.processor() or platform.machine()}; run `{run}`.\n")
+    meta = (f"\n{num} samples per figure, sampler `{first['sampler']}`, seed 0, {threads_and_machine(threads)}; "
+            f"run `{run}`.\n")
     return head + body + floor + meta
 
 
@@ -127,6 +126,19 @@ def examples(run: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def threads_and_machine(threads: int) -> str:
+    """``"1 thread, x86_64"``: what a block's figures were measured on."""
+    return f"{threads} thread{'s' if threads != 1 else ''}, {platform.processor() or platform.machine()}"
+
+
+def _run_data(run: Path):
+    """``(model, config, tokenizer, prior, data)``: a run and its corpus in token ids (``text.Prepared``)."""
+    from multidiff.recipes import text
+
+    model, config, tokenizer, prior, _ = text.load_run(run)
+    return model, config, tokenizer, prior, text.Prepared(config, text.load_corpus(config), tokenizer)
+
+
 def _loaded(run: Path):
     """A run and what the sweeps measure it with: ``(model, config, tokenizer, prior, data, lm,
     classifier)``, ``lm`` the trigram model fit on the run's training split, ``classifier`` its
@@ -134,8 +146,7 @@ def _loaded(run: Path):
     from multidiff.metrics.text import KneserNeyLM
     from multidiff.recipes import text
 
-    model, config, tokenizer, prior, _ = text.load_run(run)
-    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    model, config, tokenizer, prior, data = _run_data(run)
     lm = KneserNeyLM(order=3).fit([t.split() for t in data.splits["train"]["text"]])
     return model, config, tokenizer, prior, data, lm, text.load_classifier(run, model.schedule, "cpu")
 
@@ -245,8 +256,7 @@ def noise(run: Path, num: int) -> str:
 
     from multidiff.recipes import text
 
-    model, config, tokenizer, _, _ = text.load_run(run)
-    data = text.Prepared(config, text.load_corpus(config), tokenizer)
+    model, config, _, _, data = _run_data(run)
     ids = data.splits["validation"]["ids"]
     ids = ids[text.held_out_pick(len(ids), num, 0)]
     sigmas = torch.logspace(math.log10(0.2), math.log10(40.0), 24, dtype=torch.float64)
