@@ -184,3 +184,32 @@ def test_heun_matches_diffusers_heun():
     assert len(sched.timesteps) == 2 * 6 - 1
     assert _max_rel(ours, x_ve) < 1e-5
     assert _max_rel(sample(gmm, x, distinct, method="euler"), x_ve) > 1e-3
+
+
+@pytest.mark.parametrize("solver_type,order,lower_order_final", [("bh2", 2, True), ("bh2", 3, False),
+                                                                  ("bh1", 3, True), ("bh1", 2, False)])
+def test_unipc_matches_diffusers_unipc(solver_type, order, lower_order_final):
+    """UniPC on identical sigmas: multidiff ``unipc(variant=solver_type, order=order,
+    lower_order_final=...)`` == UniPCMultistepScheduler, step for step, to float32 precision.
+    diffusers' last step here ends at its last sigma (final_sigmas_type="sigma_min"), so ours runs
+    on its sigmas without the 0. The other B(h) differs by far more (it matters in the two-node
+    systems: the order-2 predictor and the corrector of order-1 steps)."""
+    gmm = example_mixture(dim=4, num_components=3, seed=2)
+    sched = diffusers.UniPCMultistepScheduler(**BETAS, solver_order=order, solver_type=solver_type,
+                                              lower_order_final=lower_order_final, final_sigmas_type="sigma_min")
+    sched.set_timesteps(8)
+    sigmas = sched.sigmas.double()  # 8 sigmas of the timesteps, then the last one (timestep 0's)
+    z = _noise((64, 4), seed=6)
+    x_vp = z.clone()
+    for i, t in enumerate(sched.timesteps):
+        x_vp = sched.step(_eps_model(gmm, sigmas[i].item(), x_vp), t, x_vp).prev_sample
+    theirs = x_vp * math.sqrt(1.0 + sigmas[-1].item() ** 2)  # in VE coordinates, as ours
+    x_T = z * math.sqrt(1.0 + sigmas[0].item() ** 2)
+    ours = sample(gmm, x_T, sigmas, method="unipc", variant=solver_type, order=order,
+                  lower_order_final=lower_order_final)
+    other = sample(gmm, x_T, sigmas, method="unipc", variant="bh1" if solver_type == "bh2" else "bh2", order=order,
+                   lower_order_final=lower_order_final)
+    assert _max_rel(ours, theirs) < 1e-5
+    assert _max_rel(other, theirs) > 1e-3
+    if lower_order_final:  # teeth: the option changes the last steps by far more than the tolerance
+        assert _max_rel(sample(gmm, x_T, sigmas, method="unipc", variant=solver_type, order=order), theirs) > 1e-3

@@ -83,13 +83,17 @@ def _moments(h: float, n_nodes: int, variant: str) -> list[float]:
     """Kernel moments for ``n_nodes`` nodes. ``"bh2"``: with two nodes the
     first-difference term gets UniPC's B(h) = e^h - 1 coefficient (Zhao et al.
     2023, Sec. 3.1; for order 2 this is DPM-Solver++(2M)'s 1/(2r) rule) in
-    place of the exact moment; larger systems are solved exactly, where B(h)
-    cancels. ``"dpmsolver"``: the same with two nodes, and with three the
-    second moment of DPM-Solver++(3M)'s code, h^2 (1/2 - phi_2 / h) with
-    phi_2 = 1 - I_0 / h (about h^3 / 6; the exact one is about h^3 / 3)."""
+    place of the exact moment I_1 = h - I_0 (about h^2 / 2 - h^3 / 6), which
+    makes it h I_0 / 2 (about h^2 / 2 - h^3 / 4); ``"bh1"``: B(h) = h, which
+    makes it h^2 / 2. Larger systems are solved exactly, where B(h) cancels.
+    ``"dpmsolver"``: bh2's with two nodes, and with three the second moment of
+    DPM-Solver++(3M)'s code, h^2 (1/2 - phi_2 / h) with phi_2 = 1 - I_0 / h
+    (about h^3 / 6; the exact one is about h^3 / 3)."""
     moments = exp_moments(h, n_nodes)
     if variant in ("bh2", "dpmsolver") and n_nodes == 2:
         moments[1] = 0.5 * h * moments[0]
+    if variant == "bh1" and n_nodes == 2:
+        moments[1] = 0.5 * h * h
     if variant == "dpmsolver" and n_nodes == 3:
         moments[2] = 0.5 * h * h - h + moments[0]
     return moments
@@ -134,22 +138,27 @@ def _check_final_step(final_step: str) -> None:
         raise ValueError(f"final_step must be one of {', '.join(map(repr, FINAL_STEPS))}, got {final_step!r}")
 
 
-def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, final_step: str):
+def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, final_step: str,
+                   lower_order_final: bool = False):
     """Exponential multistep in lambda with exact Lagrange weights; optional
     UniC corrector (Zhao et al. 2023), which re-integrates the last step with
-    the newly computed D as an extra node: one order more, no extra NFE."""
+    the newly computed D as an extra node: one order more, no extra NFE.
+    ``lower_order_final``: the predictor of step i (of n) uses at most n - i
+    past outputs, so the last steps fall to order 2 and 1 (diffusers'
+    UniPCMultistepScheduler(lower_order_final=True)); the corrector of a step
+    uses the nodes its predictor used, plus the new output."""
     s = run.sigma_list
     history = []  # (lambda, denoised), newest first
     eps_history = []  # (sigma, eps_hat), newest first, for the final step
-    x_prev = h_prev = None
+    x_prev = h_prev = used = None
     for i in range(len(run)):
         denoised = run.denoise(x, run.x_sigmas[i])
         lam = -math.log(s[i])
         if corrector and x_prev is not None:
-            nodes = [0.0] + [l_m - lam for l_m, _ in history[: order]]  # relative to the new point
+            nodes = [0.0] + [l_m - lam for l_m, _ in history[:used]]  # relative to the new point
             nodes = [v + h_prev for v in nodes]  # relative to the previous point
             w = lagrange_weights(nodes, _moments(h_prev, len(nodes), variant))
-            x = combine(x_prev, math.exp(-h_prev), zip(w, [denoised] + [d for _, d in history[:order]]))
+            x = combine(x_prev, math.exp(-h_prev), zip(w, [denoised] + [d for _, d in history[:used]]))
         run.report(i, x, denoised)
         history.insert(0, (lam, denoised))
         del history[order:]
@@ -158,10 +167,11 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, f
         if s[i + 1] == 0:
             return _final_step(x, denoised, s[i], eps_history, final_step)
         h = math.log(s[i] / s[i + 1])
-        nodes = [l_m - lam for l_m, _ in history]
+        used = min(len(history), len(run) - i) if lower_order_final else len(history)
+        nodes = [l_m - lam for l_m, _ in history[:used]]
         w = lagrange_weights(nodes, _moments(h, len(nodes), variant))
         x_prev, h_prev = x, h
-        x = combine(x, math.exp(-h), ((w_m, d_m) for w_m, (_, d_m) in zip(w, history)))
+        x = combine(x, math.exp(-h), ((w_m, d_m) for w_m, (_, d_m) in zip(w, history[:used])))
     return x
 
 
@@ -190,11 +200,20 @@ def dpmpp_3m(denoiser, x, sigmas, *, variant: str = "exact", final_step: str = "
 UNIPC_ORDER3_STEPS = 48
 
 
-def unipc(denoiser, x, sigmas, *, order: int | None = None, variant: str = "bh2", final_step: str = "auto",
-          cond=None, callback=None):
+UNIPC_VARIANTS = ("bh2", "bh1", "exact")
+
+
+def unipc(denoiser, x, sigmas, *, order: int | None = None, variant: str = "bh2", lower_order_final: bool = False,
+          final_step: str = "auto", cond=None, callback=None):
     """UniPC (Zhao et al. 2023): order-``order`` UniP predictor plus the UniC
-    corrector. ``variant="bh2"`` is the paper's B(h) = e^h - 1 choice;
-    ``"exact"`` integrates every Lagrange interpolant exactly. ``order=None``:
+    corrector. ``variant="bh2"`` is the paper's B(h) = e^h - 1 choice, ``"bh1"``
+    its B(h) = h (:func:`_moments`); ``"exact"`` integrates every Lagrange
+    interpolant exactly. ``lower_order_final=True`` lowers the order of the
+    last steps as diffusers' scheduler does by default (:func:`_exp_multistep`;
+    with it, ``variant``, ``order`` and a grid ending at the scheduler's last
+    sigma, this is UniPCMultistepScheduler step for step, a reference test).
+    Off by default: measured on the mixture families and trained networks of
+    docs/benchmarks.md it helps some and hurts others. ``order=None``:
     2 for fewer than UNIPC_ORDER3_STEPS steps, 3 from there (the paper's advice,
     Sec. 4: order 2 for guided sampling with few steps; with many steps order 3
     was more accurate on the trained networks of docs/benchmarks.md)."""
@@ -202,11 +221,12 @@ def unipc(denoiser, x, sigmas, *, order: int | None = None, variant: str = "bh2"
         order = 2 if len(sigmas) - 1 < UNIPC_ORDER3_STEPS else 3
     if order not in (1, 2, 3):
         raise ValueError(f"unipc order must be 1, 2 or 3, got {order}")
-    if variant not in ("bh2", "exact"):
-        raise ValueError(f"unipc variant must be 'bh2' or 'exact', got {variant!r}")
+    if variant not in UNIPC_VARIANTS:
+        raise ValueError(f"unipc variant must be one of {', '.join(map(repr, UNIPC_VARIANTS))}, got {variant!r}")
     _check_final_step(final_step)
     run = Stepper(denoiser, x, sigmas, cond, callback)
-    return _exp_multistep(run, x, order=order, corrector=True, variant=variant, final_step=final_step)
+    return _exp_multistep(run, x, order=order, corrector=True, variant=variant, final_step=final_step,
+                          lower_order_final=lower_order_final)
 
 
 def ipndm(denoiser, x, sigmas, *, order: int = 4, final_step: str = "auto", cond=None, callback=None):
