@@ -16,6 +16,7 @@ BATCH_NUMBERS / dim where that is more.
     python benchmarks/mixture_families.py --cheap-calibration  # a cheaper calibration's ratios, prints only
     python benchmarks/mixture_families.py --dpmpp-3m-variants  # dpmpp_3m's two update rules, prints only
     python benchmarks/mixture_families.py --stock-spacings     # the best stock spacing picked per family, prints only
+    python benchmarks/mixture_families.py --unipc-variants     # unipc's bh1 and lower-order final steps, prints only
 """
 
 from __future__ import annotations
@@ -353,6 +354,29 @@ def dpmpp_3m_variants(samples: int = 512, reference_steps: int = 2000, log=print
     return ratio_study(measure, lambda v: f"dpmpp_3m variant={v}", samples, reference_steps, log)
 
 
+UNIPC_OPTIONS = {"default options": {}, "bh1": {"variant": "bh1"},
+                 "order 3, lower_order_final": {"order": 3, "lower_order_final": True},
+                 "bh1, order 3, lower_order_final": {"order": 3, "variant": "bh1", "lower_order_final": True}}
+
+
+def unipc_variants(samples: int = 512, reference_steps: int = 2000, log=print) -> list[dict]:
+    """``unipc`` with each of UNIPC_OPTIONS (the last is diffusers' "UniPC 3 bh1", the best diffusers
+    configuration on most families where the default grid loses) on its default grid, alone and as
+    the default would count (the best of it and every other sampler on its default grid), as ratios
+    to the best diffusers configuration."""
+    def measure(problem, ref):
+        others = multidiff_errors(problem, ref, methods=[m for m in MULTIDIFF_METHODS if m != "unipc"])
+        out = {}
+        for key, options in UNIPC_OPTIONS.items():
+            out[key] = {n: rms(sample(problem.gmm, problem.x_T.clone(), default_grid(problem, "unipc", n),
+                                      method="unipc", **options), ref) for n in NFES}
+            out[f"{key}, best of all samplers"] = {n: min([out[key][n]] + [e for (_, k), e in others.items()
+                                                                             if k == n]) for n in NFES}
+        return out
+
+    return ratio_study(measure, lambda key: f"unipc {key}", samples, reference_steps, log)
+
+
 STOCK_SPACINGS = ("logsnr_jump", "karras", "logsnr", "uniform", "linspace", "leading", "trailing")
 PICK_METHODS = ("unipc", "dpmpp_3m", "dpmpp_2m")
 
@@ -390,6 +414,8 @@ def main(argv=None) -> int:
                              "5 and 15 runs per step instead of 60)")
     parser.add_argument("--dpmpp-3m-variants", action="store_true",
                         help="only dpmpp_3m's two update rules (exact, dpmsolver) on the default grids")
+    parser.add_argument("--unipc-variants", action="store_true",
+                        help="only unipc's options (bh1, lower-order final steps, order 3) on the default grids")
     parser.add_argument("--stock-spacings", action="store_true",
                         help="only the study of picking the best stock spacing per family (no search)")
     args = parser.parse_args(argv)
@@ -400,6 +426,9 @@ def main(argv=None) -> int:
         return 0
     if args.cheap_calibration:
         cheap_calibration(samples=samples, reference_steps=steps)
+        return 0
+    if args.unipc_variants:
+        unipc_variants(samples=samples, reference_steps=steps)
         return 0
     if args.stock_spacings:
         stock_spacings(samples=samples, reference_steps=steps)

@@ -51,7 +51,8 @@ REFERENCE_STEPS = {"digits": 256, "toy2d": 1024, "spoken_digits": 256, "notes": 
 MULTIDIFF = (("unipc", None, {}), ("unipc", None, {"order": 3}), ("dpmpp_3m", None, {}),
              ("dpmpp_3m", None, {"variant": "dpmsolver"}), ("dpmpp_2m", None, {}),
              ("dpmpp_3m", "logsnr", {}), ("dpmpp_3m", "logsnr", {"variant": "dpmsolver"}), ("unipc", "karras", {}),
-             ("unipc", "logsnr", {}))
+             ("unipc", "logsnr", {}), ("unipc", None, {"variant": "bh1"}),
+             ("unipc", None, {"order": 3, "variant": "bh1", "lower_order_final": True}))
 
 
 @dataclass
