@@ -96,8 +96,8 @@ def test_bad_calibration_settings_are_named():
 
 
 def test_calibration_starts_from_the_rule_even_on_a_calibrated_schedule():
-    """A run calibrated a second time starts from the spacing rule and Karras's grid, not from the
-    grid it saved the first time (which ``default_sigmas`` returns)."""
+    """A run calibrated a second time starts from the spacing rule, Karras's grid and the rule for
+    wider data, not from the grid it saved the first time (which ``default_sigmas`` returns)."""
     schedule = EDM(sigma_data=0.5)
     rule = default_sigmas(schedule, 6, "unipc", sigma_data=0.3)
     saved = logsnr_sigmas(6, schedule.sigma_min, schedule.sigma_max)
@@ -106,3 +106,6 @@ def test_calibration_starts_from_the_rule_even_on_a_calibrated_schedule():
     starts = starting_grids(schedule, 6, "unipc", 0.3)
     assert torch.equal(starts[0], rule) and not torch.equal(starts[0], saved)
     assert torch.equal(starts[1], schedule.sigmas(6, "karras"))
+    # the third is placed for data four times wider: its band, and so its steps, reach higher
+    assert torch.equal(starts[2], schedule.sigmas(6, "logsnr_jump", sigma_data=1.2))
+    assert starts[2][1] > rule[1]
