@@ -144,9 +144,10 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, f
     UniC corrector (Zhao et al. 2023), which re-integrates the last step with
     the newly computed D as an extra node: one order more, no extra NFE.
     ``lower_order_final``: the predictor of step i (of n) uses at most n - i
-    past outputs, so the last steps fall to order 2 and 1 (diffusers'
-    UniPCMultistepScheduler(lower_order_final=True)); the corrector of a step
-    uses the nodes its predictor used, plus the new output."""
+    past outputs, as diffusers' UniPCMultistepScheduler(lower_order_final=True)
+    does (on a grid ending in 0 the last step is :func:`_final_step` instead);
+    the corrector of a step uses the nodes its predictor used, plus the new
+    output."""
     s = run.sigma_list
     history = []  # (lambda, denoised), newest first
     eps_history = []  # (sigma, eps_hat), newest first, for the final step
