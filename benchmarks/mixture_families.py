@@ -278,7 +278,8 @@ def report(rows: list, checks: list, samples: int, reference_steps: int) -> str:
     def met(x):
         return "met" if x["worst"] <= TARGET_WORST and x["median"] <= TARGET_MEDIAN else "NOT met"
 
-    lines = [f"{len({r['family'] for r in rows})} families, {samples} measured draws each or {BATCH_NUMBERS} / dim where that is more "
+    families = len({r["family"] for r in rows})
+    lines = [f"{families} families, {samples} measured draws each or {BATCH_NUMBERS} / dim where that is more "
              f"(the draws column), VPLinear schedule from timestep 999; reference "
              f"`ipndm` with {reference_steps} log-uniform steps (its distance to the same with half the steps is at "
              f"most {max(c for _, c in checks):.0e}). multidiff default grid: every deterministic sampler on "
@@ -425,6 +426,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cheap-calibration", action="store_true",
                         help="only the study of a cheaper calibration (unipc, a quarter of the calibration batch, "
                              "5 and 15 runs per step instead of 60)")
+    parser.add_argument("--share", type=float, default=0.25,
+                        help="with --cheap-calibration: the share of the calibration batch it fits on (1: all)")
     parser.add_argument("--dpmpp-3m-variants", action="store_true",
                         help="only dpmpp_3m's two update rules (exact, dpmsolver) on the default grids")
     parser.add_argument("--unipc-variants", action="store_true",
@@ -438,7 +441,7 @@ def main(argv=None) -> int:
         dpmpp_3m_variants(samples=samples, reference_steps=steps)
         return 0
     if args.cheap_calibration:
-        cheap_calibration(samples=samples, reference_steps=steps)
+        cheap_calibration(share=args.share, samples=samples, reference_steps=steps)
         return 0
     if args.unipc_variants:
         unipc_variants(samples=samples, reference_steps=steps)
