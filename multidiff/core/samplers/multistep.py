@@ -151,15 +151,15 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, f
     s = run.sigma_list
     history = []  # (lambda, denoised), newest first
     eps_history = []  # (sigma, eps_hat), newest first, for the final step
-    x_prev = h_prev = used = None
+    x_prev = h_prev = past = None  # the previous step's start, size and the outputs its predictor used
     for i in range(len(run)):
         denoised = run.denoise(x, run.x_sigmas[i])
         lam = -math.log(s[i])
         if corrector and x_prev is not None:
-            nodes = [0.0] + [l_m - lam for l_m, _ in history[:used]]  # relative to the new point
+            nodes = [0.0] + [l_m - lam for l_m, _ in past]  # relative to the new point
             nodes = [v + h_prev for v in nodes]  # relative to the previous point
             w = lagrange_weights(nodes, _moments(h_prev, len(nodes), variant))
-            x = combine(x_prev, math.exp(-h_prev), zip(w, [denoised] + [d for _, d in history[:used]]))
+            x = combine(x_prev, math.exp(-h_prev), zip(w, [denoised] + [d for _, d in past]))
         run.report(i, x, denoised)
         history.insert(0, (lam, denoised))
         del history[order:]
@@ -168,11 +168,11 @@ def _exp_multistep(run: Stepper, x, order: int, corrector: bool, variant: str, f
         if s[i + 1] == 0:
             return _final_step(x, denoised, s[i], eps_history, final_step)
         h = math.log(s[i] / s[i + 1])
-        used = min(len(history), len(run) - i) if lower_order_final else len(history)
-        nodes = [l_m - lam for l_m, _ in history[:used]]
+        past = history[:len(run) - i] if lower_order_final else list(history)
+        nodes = [l_m - lam for l_m, _ in past]
         w = lagrange_weights(nodes, _moments(h, len(nodes), variant))
         x_prev, h_prev = x, h
-        x = combine(x, math.exp(-h), ((w_m, d_m) for w_m, (_, d_m) in zip(w, history[:used])))
+        x = combine(x, math.exp(-h), ((w_m, d_m) for w_m, (_, d_m) in zip(w, past)))
     return x
 
 
