@@ -1,8 +1,12 @@
 """The trajectory adapter without training: the normaliser's round trip, start and goal kept exactly
 by every sampler (plain and conditioned models, with value guidance), the planner acting in a real
-PointMaze from an untrained model, value targets, and the errors on bad input."""
+PointMaze from an untrained model, value targets, the side networks' files, maze geometry (BFS paths,
+the env's cell <-> xy convention), the waypoint expert in a real PointMaze, the package's layer
+(nothing above it imported), and the errors on bad input."""
 
-import importlib.util
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,10 +18,8 @@ from multidiff.core.precond import make_precond
 from multidiff.core.samplers import SAMPLERS, default_sigmas
 from multidiff.core.schedules import EDM
 
-needs_gym = pytest.mark.skipif(importlib.util.find_spec("gymnasium") is None, reason="needs gymnasium")
-needs_maze = pytest.mark.skipif(importlib.util.find_spec("gymnasium_robotics") is None
-                                or importlib.util.find_spec("mujoco") is None,
-                                reason="needs PointMaze: pip install gymnasium-robotics mujoco")
+needs_gym = pytest.mark.requires("gymnasium")
+needs_maze = pytest.mark.requires("pointmaze")
 
 OBS, ACT, H = 4, 2, 16
 
@@ -205,7 +207,125 @@ def test_planner_settings_are_checked():
     assert A.PlannerSettings.from_dict(maze_settings().to_dict()) == maze_settings()
 
 
-def test_normalised_score():
-    assert A.normalised_score(50.0, 0.0, 200.0) == 25.0
-    assert A.normalised_score(-300.0, -1200.0, -150.0) == pytest.approx(100 * 900 / 1050)
-    assert A.normalised_score(1.0, 2.0, 2.0) is None
+# ---------------------------------------------------------------- side networks: files in a run folder
+
+
+def test_side_networks_keep_their_file_names_and_round_trip(tmp_path):
+    net = A.build_mlp(6, 2, width=8, seed=3)
+    torch.testing.assert_close(net.state_dict(), A.build_mlp(6, 2, width=8, seed=3).state_dict())
+    A.save_mlp(net, tmp_path, A.BC_FILE, {"final_loss": 0.5, "steps": 3})
+    assert (tmp_path / "bc_policy.safetensors").is_file() and (tmp_path / "bc_policy.json").is_file()
+    loaded, info = A.load_mlp(tmp_path, A.BC_FILE)
+    assert info == {"in_dim": 6, "act_dim": 2, "width": 8, "depth": 2, "final_loss": 0.5, "steps": 3}
+    torch.testing.assert_close(loaded.state_dict(), net.state_dict())
+    assert A.load_mlp(tmp_path, A.INVERSE_FILE) is None  # absent: None, not an error
+    schedule = EDM(sigma_data=0.5)
+    value = A.build_value_model(OBS + ACT, H, schedule, preset="tiny", seed=1)
+    A.save_value_model(value, tmp_path, {"mean": 1.0, "std": 2.0, "discount": 0.9})
+    assert (tmp_path / "value_model.safetensors").is_file()
+    again, stats = A.load_value_model(tmp_path, schedule)
+    assert stats == {"mean": 1.0, "std": 2.0, "discount": 0.9}
+    x = torch.randn(2, H, OBS + ACT)
+    torch.testing.assert_close(again(x, torch.ones(2)), value(x, torch.ones(2)))
+    (tmp_path / "bc_policy.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bc_policy.safetensors.*damaged"):
+        A.load_mlp(tmp_path, A.BC_FILE)
+
+
+# ---------------------------------------------------------------- the layer
+
+
+def test_the_adapter_imports_nothing_above_its_layer():
+    """Importing the adapter loads no data, metrics, recipes or CLI module, and no gymnasium or
+    matplotlib (they come in only when an env is made or a picture drawn)."""
+    code = ("import sys, json, multidiff.adapters.trajectory; print(json.dumps(sorted(m for m in sys.modules if "
+            "m.split('.')[0] in ('gymnasium', 'matplotlib', 'click') or m.startswith(('multidiff.data', "
+            "'multidiff.metrics', 'multidiff.recipes', 'multidiff.cli')))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert loaded == []
+
+
+# 0 = free, 1 = wall; two rooms joined through (2, 3); (1, 6) is walled off
+SMALL_MAP = [
+    [1, 1, 1, 1, 1, 1, 1, 1],
+    [1, 0, 0, 1, 0, 1, 0, 1],
+    [1, 0, 0, 0, 0, 1, 1, 1],
+    [1, 0, 1, 1, 0, 0, 0, 1],
+    [1, 1, 1, 1, 1, 1, 1, 1],
+]
+
+
+# ---------------------------------------------------------------- shortest paths
+
+
+def _is_walk(path, walls) -> bool:
+    steps_ok = all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(path, path[1:]))
+    return steps_ok and all(SMALL_MAP[r][c] != 1 for r, c in path)
+
+
+def test_shortest_path_is_a_shortest_walk_through_free_cells():
+    path = A.shortest_path(SMALL_MAP, (3, 1), (3, 6))
+    # the only way: up the left column, along row 2, down column 4, along row 3
+    assert path == [(3, 1), (2, 1), (2, 2), (2, 3), (2, 4), (3, 4), (3, 5), (3, 6)]
+    assert A.shortest_path(SMALL_MAP, (1, 4), (1, 4)) == [(1, 4)]
+    back = A.shortest_path(SMALL_MAP, (3, 6), (1, 1))
+    assert back[0] == (3, 6) and back[-1] == (1, 1) and _is_walk(back, SMALL_MAP)
+    assert len(back) == 1 + 7  # 7 moves = |dr| + |dc|: a shortest walk never steps back
+
+
+def test_shortest_path_accepts_the_env_cell_letters_and_a_geometry():
+    lettered = [[1, 1, 1, 1], [1, "r", 0, 1], [1, 1, "g", 1], [1, 1, 1, 1]]
+    assert A.shortest_path(lettered, (1, 1), (2, 2)) == [(1, 1), (1, 2), (2, 2)]
+    geometry = A.MazeGeometry.from_map(SMALL_MAP)
+    assert A.shortest_path(geometry, (3, 1), (1, 4)) == A.shortest_path(SMALL_MAP, (3, 1), (1, 4))
+
+
+def test_shortest_path_errors_name_the_cells():
+    with pytest.raises(ValueError, match=r"no path from cell \(3, 1\) to cell \(1, 6\)"):
+        A.shortest_path(SMALL_MAP, (3, 1), (1, 6))
+    with pytest.raises(ValueError, match=r"goal cell \(0, 0\) is a wall"):
+        A.shortest_path(SMALL_MAP, (3, 1), (0, 0))
+    with pytest.raises(ValueError, match=r"start cell \(9, 1\) is outside"):
+        A.shortest_path(SMALL_MAP, (9, 1), (3, 1))
+
+
+# ---------------------------------------------------------------- geometry against the env
+
+
+@needs_maze
+@pytest.mark.parametrize("maze", list(A.MAZES))
+def test_cell_xy_round_trip_matches_the_env(maze):
+    env = A.make_maze_env(maze)
+    try:
+        ours, theirs = A.maze_geometry(env), env.unwrapped.maze
+        assert ours.walls.tolist() == [[cell == 1 for cell in row] for row in theirs.maze_map]
+        rng = np.random.default_rng(0)
+        for cell in ours.free_cells():
+            xy = ours.cell_to_xy(cell)
+            np.testing.assert_allclose(xy, theirs.cell_rowcol_to_xy(np.array(cell)), atol=1e-12)
+            assert ours.xy_to_cell(xy) == cell
+            for point in xy + rng.uniform(-0.49, 0.49, size=(5, 2)):  # anywhere inside the cell
+                assert ours.xy_to_cell(point) == cell == tuple(theirs.cell_xy_to_rowcol(point))
+    finally:
+        env.close()
+
+
+# ---------------------------------------------------------------- the controller
+
+
+@needs_maze
+@pytest.mark.parametrize("start", [(1, 1), (1, 3), (3, 3), (1, 2)])
+def test_controller_reaches_the_goal_in_umaze(start):
+    env = A.make_maze_env("umaze")
+    controller = A.WaypointController(A.maze_geometry(env))
+    try:
+        observation, info = env.reset(seed=7, options={"reset_cell": np.array(start), "goal_cell": np.array([3, 1])})
+        for _ in range(300):
+            observation, _, _, _, info = env.step(controller(observation))
+            if info["success"]:
+                break
+        assert info["success"], f"no success from {start} in 300 steps"
+        assert controller.path[-1] == (3, 1)
+    finally:
+        env.close()

@@ -1,6 +1,8 @@
-"""Trajectory data: BFS paths, the env's cell <-> xy convention, the waypoint controller in a real
-PointMaze, the generator's determinism and cache, episode-respecting windows and the checks on
-your own offline .npz. Tests that step MuJoCo skip when gymnasium-robotics is missing."""
+"""Trajectory data: the generator's determinism and cache, episode-respecting windows and the
+checks on your own offline .npz; and the episode runner and scores of multidiff.metrics.trajectory
+(the reference controller's baseline, D4RL's normalised score). Tests that step MuJoCo skip when
+gymnasium-robotics is missing. The maze geometry and the waypoint controller are the adapter's
+(tests/test_adapter_trajectory.py)."""
 
 import importlib.util
 
@@ -8,102 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from multidiff.adapters import trajectory as A
 from multidiff.data import trajectory as T
+from multidiff.metrics import trajectory as M
 
-needs_gym = pytest.mark.skipif(importlib.util.find_spec("gymnasium_robotics") is None
-                               or importlib.util.find_spec("mujoco") is None,
-                               reason="needs PointMaze: pip install gymnasium-robotics mujoco")
-
-# 0 = free, 1 = wall; two rooms joined through (2, 3); (1, 6) is walled off
-SMALL_MAP = [
-    [1, 1, 1, 1, 1, 1, 1, 1],
-    [1, 0, 0, 1, 0, 1, 0, 1],
-    [1, 0, 0, 0, 0, 1, 1, 1],
-    [1, 0, 1, 1, 0, 0, 0, 1],
-    [1, 1, 1, 1, 1, 1, 1, 1],
-]
-
-
-# ---------------------------------------------------------------- shortest paths
-
-
-def _is_walk(path, walls) -> bool:
-    steps_ok = all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(path, path[1:]))
-    return steps_ok and all(SMALL_MAP[r][c] != 1 for r, c in path)
-
-
-def test_shortest_path_is_a_shortest_walk_through_free_cells():
-    path = T.shortest_path(SMALL_MAP, (3, 1), (3, 6))
-    # the only way: up the left column, along row 2, down column 4, along row 3
-    assert path == [(3, 1), (2, 1), (2, 2), (2, 3), (2, 4), (3, 4), (3, 5), (3, 6)]
-    assert T.shortest_path(SMALL_MAP, (1, 4), (1, 4)) == [(1, 4)]
-    back = T.shortest_path(SMALL_MAP, (3, 6), (1, 1))
-    assert back[0] == (3, 6) and back[-1] == (1, 1) and _is_walk(back, SMALL_MAP)
-    assert len(back) == 1 + 7  # 7 moves = |dr| + |dc|: a shortest walk never steps back
-
-
-def test_shortest_path_accepts_the_env_cell_letters_and_a_geometry():
-    lettered = [[1, 1, 1, 1], [1, "r", 0, 1], [1, 1, "g", 1], [1, 1, 1, 1]]
-    assert T.shortest_path(lettered, (1, 1), (2, 2)) == [(1, 1), (1, 2), (2, 2)]
-    geometry = T.MazeGeometry.from_map(SMALL_MAP)
-    assert T.shortest_path(geometry, (3, 1), (1, 4)) == T.shortest_path(SMALL_MAP, (3, 1), (1, 4))
-
-
-def test_shortest_path_errors_name_the_cells():
-    with pytest.raises(ValueError, match=r"no path from cell \(3, 1\) to cell \(1, 6\)"):
-        T.shortest_path(SMALL_MAP, (3, 1), (1, 6))
-    with pytest.raises(ValueError, match=r"goal cell \(0, 0\) is a wall"):
-        T.shortest_path(SMALL_MAP, (3, 1), (0, 0))
-    with pytest.raises(ValueError, match=r"start cell \(9, 1\) is outside"):
-        T.shortest_path(SMALL_MAP, (9, 1), (3, 1))
-
-
-# ---------------------------------------------------------------- geometry against the env
-
-
-@needs_gym
-@pytest.mark.parametrize("maze", list(T.MAZES))
-def test_cell_xy_round_trip_matches_the_env(maze):
-    env = T.make_maze_env(maze)
-    try:
-        ours, theirs = T.maze_geometry(env), env.unwrapped.maze
-        assert ours.walls.tolist() == [[cell == 1 for cell in row] for row in theirs.maze_map]
-        rng = np.random.default_rng(0)
-        for cell in ours.free_cells():
-            xy = ours.cell_to_xy(cell)
-            np.testing.assert_allclose(xy, theirs.cell_rowcol_to_xy(np.array(cell)), atol=1e-12)
-            assert ours.xy_to_cell(xy) == cell
-            for point in xy + rng.uniform(-0.49, 0.49, size=(5, 2)):  # anywhere inside the cell
-                assert ours.xy_to_cell(point) == cell == tuple(theirs.cell_xy_to_rowcol(point))
-    finally:
-        env.close()
-
-
-# ---------------------------------------------------------------- the controller
-
-
-@needs_gym
-@pytest.mark.parametrize("start", [(1, 1), (1, 3), (3, 3), (1, 2)])
-def test_controller_reaches_the_goal_in_umaze(start):
-    env = T.make_maze_env("umaze")
-    controller = T.WaypointController(T.maze_geometry(env))
-    try:
-        observation, info = env.reset(seed=7, options={"reset_cell": np.array(start), "goal_cell": np.array([3, 1])})
-        for _ in range(300):
-            observation, _, _, _, info = env.step(controller(observation))
-            if info["success"]:
-                break
-        assert info["success"], f"no success from {start} in 300 steps"
-        assert controller.path[-1] == (3, 1)
-    finally:
-        env.close()
-
-
-@needs_gym
-def test_reference_baseline_reaches_every_goal_in_umaze():
-    result = T.evaluate_controller("umaze", episodes_count=5, seed=1)
-    assert result["max_steps"] == 300 and result["success_rate"] == 1.0 and 0 < result["mean_steps"] < 300
-
+needs_gym = pytest.mark.requires("pointmaze")
 
 # ---------------------------------------------------------------- the generator and its cache
 
@@ -314,3 +225,41 @@ def test_offline_dataset_file_problems(tmp_path):
     np.savez(tmp_path / "pickled.npz", **objects)
     with pytest.raises(ValueError, match="without unpickling"):
         T.load_offline_dataset(tmp_path / "pickled.npz")
+
+
+# ---------------------------------------------------------------- the episode runner and its scores (metrics)
+
+
+@needs_gym
+def test_reference_baseline_reaches_every_goal_in_umaze():
+    result = M.evaluate_controller("umaze", episodes_count=5, seed=1)
+    assert result["max_steps"] == 300 and result["success_rate"] == 1.0 and 0 < result["mean_steps"] < 300
+
+
+def test_normalised_score():
+    assert M.normalised_score(50.0, 0.0, 200.0) == 25.0
+    assert M.normalised_score(-300.0, -1200.0, -150.0) == pytest.approx(100 * 900 / 1050)
+    assert M.normalised_score(1.0, 2.0, 2.0) is None
+
+
+@needs_gym
+def test_run_episodes_scores_every_policy_on_the_same_starts():
+    env = A.make_maze_env("umaze")
+    try:
+        starts = M.episode_starts(env, 3, seed=0)
+        assert [s["seed"] for s in starts] == [s["seed"] for s in M.maze_episodes(env, 3, seed=0)]
+        expert = A.ControllerPolicy(A.WaypointController(A.maze_geometry(env)))
+        full = M.run_episodes(env, expert, starts, max_steps=300, record=2)
+        stopped = M.run_episodes(env, expert, starts, max_steps=300, record=1, stop_on_success=True)
+        random = M.run_episodes(env, A.RandomPolicy([-1, -1], [1, 1], seed=0), starts, max_steps=300)
+    finally:
+        env.close()
+    assert full["has_success"] and all(full["successes"]) and len(full["paths"]) == 2
+    # stopping at the first success changes nothing before it, and the episode ends there
+    assert stopped["steps_to_success"] == full["steps_to_success"]
+    assert len(stopped["paths"][0]["states"]) == stopped["steps_to_success"][0] + 1
+    assert len(full["paths"][0]["states"]) == 300 + 1
+    scores = M.policy_scores({"reference": full, "random": random})
+    assert scores["reference"]["normalised_score"] == 100.0 and scores["random"]["normalised_score"] == 0.0
+    assert scores["reference"]["success_rate"] == 1.0
+    assert scores["reference"]["mean_steps_to_success"] == pytest.approx(np.mean(full["steps_to_success"]))

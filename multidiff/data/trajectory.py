@@ -5,18 +5,20 @@ dataset of the same kind on gymnasium-robotics' ``PointMaze_*-v3`` (MuJoCo), the
 collected Maze2D: one scripted controller drives the point towards a goal, and each time
 it gets there a new goal cell is drawn at random, so the data is long continuing motion
 between random goals, not short task episodes. For a reward-maximising task it also makes
-mixed-quality Pendulum-v1 data (:func:`generate_pendulum_dataset`, :class:`SwingUpController`).
+mixed-quality Pendulum-v1 data (:func:`generate_pendulum_dataset`, with the adapter's
+``SwingUpController``). The envs, the maze geometry and the experts are the trajectory adapter's
+(:mod:`multidiff.adapters.trajectory`: ``env`` and ``policies``); this module records and reads data.
 
 Data collection (the defaults are the module constants named in brackets):
 
-1. The env is ``gym.make(MAZES[maze], continuing_task=True, reset_target=False)``:
+1. The env is ``make_maze_env(maze)``, ``MAZES[maze]`` with ``continuing_task=True, reset_target=False``:
    it never terminates and never moves the goal itself; the generator owns the goal.
 2. The run is cut into episodes of ``episode_steps`` steps [``EPISODE_STEPS``]. Each
    episode starts with ``env.reset(seed=..., options={"reset_cell", "goal_cell"})`` at
    two distinct random free cells; the env adds its own uniform position noise of
    +-0.25 cell to both. The last step of an episode has ``timeouts = True``; nothing
    ever has ``terminals = True`` (the task is continuing).
-3. :class:`WaypointController` plans the breadth-first shortest path of cells from the
+3. The adapter's ``WaypointController`` plans the breadth-first shortest path of cells from the
    point's cell to the goal's cell (again whenever the goal moves or the point strays off
    the path) and steers with a PD law towards the next waypoint (a cell centre; the last
    waypoint is the goal itself):
@@ -57,11 +59,6 @@ plus ``params``, a JSON-able dict of every setting above and the library version
 The same field names (those of D4RL and Minari) are what :func:`load_offline_dataset`
 reads from your own ``.npz``; :func:`episodes` and :func:`segments` cut any such dataset
 into the fixed-length windows a temporal denoiser trains on, never across an episode end.
-
-Geometry (gymnasium-robotics' ``Maze``): the map is a list of rows, ``1`` a wall and
-anything else (``0``, ``"r"``, ``"g"``, ``"c"``) free. Cell ``(row, col)`` has its centre
-at ``x = (col + 0.5) * s - cols * s / 2``, ``y = rows * s / 2 - (row + 0.5) * s`` with cell
-size ``s = 1`` for PointMaze: x grows with the column, but y *falls* as the row grows.
 """
 
 from __future__ import annotations
@@ -69,30 +66,20 @@ from __future__ import annotations
 import json
 import time
 import zipfile
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..adapters.trajectory.env import (MAZES, PENDULUM_ID, MazeGeometry, make_env, make_maze_env, maze_env_id,
+                                       maze_geometry)
+from ..adapters.trajectory.policies import (KD, KP, MAX_TORQUE, WAYPOINT_THRESHOLD, SwingUpController,
+                                            WaypointController)
 from ..atomic import atomic_write
 from .cache import cache_dir
 
-MAZES = {"umaze": "PointMaze_UMaze-v3", "medium": "PointMaze_Medium-v3", "large": "PointMaze_Large-v3"}
 # steps recorded by default: enough for a CPU Diffuser recipe, made in well under a minute for umaze
 DEFAULT_STEPS = {"umaze": 200_000, "medium": 400_000, "large": 400_000}
-# PD gains, D4RL's (p_gain 10, d_gain -1). Here the point is a 4.19 kg ball pushed by 100 N per
-# action unit (a_max ~ 24 m/s^2), each velocity component capped at 5 m/s by the env: kp = 10
-# saturates the action beyond ~0.1 of the waypoint, and in that linear zone kd = 1 gives a natural
-# frequency sqrt(24 * 10) ~ 15.5 rad/s and a damping ratio 24 * 1 / (2 * 15.5) ~ 0.77. Slower
-# settings (kp 5 or kd 2) reached 7-17 % fewer goals per step in all three mazes.
-KP = 10.0
-KD = 1.0
-# move on to the next cell centre within this distance of it (cells are 1 wide). D4RL waited
-# within 0.1 and nearly at rest, stopping at every cell; 0.4 lets the point flow through turns
-# (0.2 reached ~6-11 % fewer goals per step)
-WAYPOINT_THRESHOLD = 0.4
 # a goal counts as reached this close (D4RL's solve threshold) and this slow (m/s). Without the
 # speed test the point crossed the goal at ~2.8 m/s; with it, at ~0.4 m/s, for 14 % fewer goals
 # per step in umaze and 1 % fewer in medium
@@ -103,166 +90,6 @@ EPISODE_STEPS = 10_000  # steps between resets (each episode ends with timeouts 
 SUCCESS_RADIUS = 0.45  # gymnasium-robotics' info["success"] and sparse reward radius
 FORMAT = 1  # bump when the generator changes what a seed produces
 FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
-
-
-class MissingGymnasium(ImportError):
-    """gymnasium-robotics (and MuJoCo) are needed to make PointMaze data."""
-
-
-def _gym():
-    try:
-        import gymnasium as gym
-        import gymnasium_robotics
-    except ImportError as error:
-        raise MissingGymnasium(f"PointMaze data needs gymnasium-robotics and MuJoCo ({error}); install them with: "
-                               f"pip install 'gymnasium>=1.0' 'gymnasium-robotics>=1.4' 'mujoco>=3'") from error
-    gym.register_envs(gymnasium_robotics)
-    return gym
-
-
-def _check_maze(maze: str) -> str:
-    if maze not in MAZES:
-        raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(MAZES)}")
-    return MAZES[maze]
-
-
-def make_maze_env(maze: str = "umaze", *, max_episode_steps: int = EPISODE_STEPS):
-    """The continuing PointMaze env of ``maze`` whose goal only the caller moves (``reset_target=False``)."""
-    return _gym().make(_check_maze(maze), continuing_task=True, reset_target=False,
-                       max_episode_steps=max_episode_steps)
-
-
-# ---------------------------------------------------------------- maze geometry
-
-
-def _walls(maze_map) -> np.ndarray:
-    """``(rows, cols)`` bool, True at walls: cells equal to 1 (or True); ``0``/``"r"``/``"g"``/``"c"`` are free."""
-    rows = [[cell == 1 for cell in row] for row in maze_map]
-    if not rows or not rows[0] or any(len(row) != len(rows[0]) for row in rows):
-        raise ValueError("a maze map is a non-empty list of equally long rows (1 = wall, 0 = free)")
-    return np.array(rows, dtype=bool)
-
-
-@dataclass(frozen=True, eq=False)
-class MazeGeometry:
-    """A maze's walls and cell size, with the env's cell <-> xy conversion (see the module docstring)."""
-
-    walls: np.ndarray  # (rows, cols) bool
-    scaling: float = 1.0
-
-    @classmethod
-    def from_map(cls, maze_map, scaling: float = 1.0) -> "MazeGeometry":
-        return cls(_walls(maze_map), float(scaling))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.walls.shape
-
-    def free_cells(self) -> list[tuple[int, int]]:
-        """Every free ``(row, col)``, row by row."""
-        return [(int(r), int(c)) for r, c in zip(*np.nonzero(~self.walls))]
-
-    def is_free(self, cell) -> bool:
-        row, col = cell
-        return 0 <= row < self.shape[0] and 0 <= col < self.shape[1] and not self.walls[row, col]
-
-    def cell_to_xy(self, cell) -> np.ndarray:
-        """The world ``(x, y)`` of a cell's centre."""
-        rows, cols = self.shape
-        return np.array([(cell[1] + 0.5) * self.scaling - cols * self.scaling / 2,
-                         rows * self.scaling / 2 - (cell[0] + 0.5) * self.scaling])
-
-    def xy_to_cell(self, xy) -> tuple[int, int]:
-        """The ``(row, col)`` holding a world point (cell edges belong to the cell below/right)."""
-        rows, cols = self.shape
-        return (int(np.floor((rows * self.scaling / 2 - xy[1]) / self.scaling)),
-                int(np.floor((xy[0] + cols * self.scaling / 2) / self.scaling)))
-
-
-def maze_geometry(env) -> MazeGeometry:
-    """The geometry of a PointMaze/AntMaze env (wrapped or not), read from ``env.unwrapped.maze``."""
-    maze = env.unwrapped.maze
-    return MazeGeometry.from_map(maze.maze_map, maze.maze_size_scaling)
-
-
-def shortest_path(maze_map, start_cell, goal_cell) -> list[tuple[int, int]]:
-    """The fewest-moves path of cells from ``start_cell`` to ``goal_cell``, both included, by
-    breadth-first search over free cells with 4-neighbour moves (ties: up, down, left, right).
-    ``maze_map`` is a map (1 = wall) or a :class:`MazeGeometry`."""
-    walls = maze_map.walls if isinstance(maze_map, MazeGeometry) else _walls(maze_map)
-    geometry = MazeGeometry(walls)
-    start, goal = tuple(int(v) for v in start_cell), tuple(int(v) for v in goal_cell)
-    for name, cell in (("start", start), ("goal", goal)):
-        if not geometry.is_free(cell):
-            where = "a wall" if 0 <= cell[0] < walls.shape[0] and 0 <= cell[1] < walls.shape[1] else "outside"
-            raise ValueError(f"{name} cell {cell} is {where} of the {walls.shape[0]} x {walls.shape[1]} maze; "
-                             f"pick a free cell (0 in the map)")
-    parent = {start: start}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        if cell == goal:
-            path = [cell]
-            while path[-1] != start:
-                path.append(parent[path[-1]])
-            return path[::-1]
-        for step_row, step_col in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            near = (cell[0] + step_row, cell[1] + step_col)
-            if near not in parent and geometry.is_free(near):
-                parent[near] = cell
-                queue.append(near)
-    raise ValueError(f"no path from cell {start} to cell {goal}: walls separate them; pick cells in one "
-                     f"connected region of the maze")
-
-
-# ---------------------------------------------------------------- the scripted controller
-
-
-class WaypointController:
-    """D4RL's Maze2D data-collection policy: a PD law on the point's position and velocity
-    towards the next waypoint of the shortest cell path to the goal.
-
-    Call it on the env's dict observation (``observation = (x, y, vx, vy)``, ``desired_goal``)
-    to get an action in ``[-1, 1]^2``. It replans when the goal moves or when the point
-    leaves the cells it was crossing (pushed by noise or a wall)."""
-
-    def __init__(self, geometry: MazeGeometry, *, kp: float = KP, kd: float = KD,
-                 waypoint_threshold: float = WAYPOINT_THRESHOLD):
-        self.geometry = geometry
-        self.kp, self.kd, self.waypoint_threshold = float(kp), float(kd), float(waypoint_threshold)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the plan (call at every env reset)."""
-        self.goal: np.ndarray | None = None
-        self.path: list[tuple[int, int]] = []
-        self.waypoints: list[np.ndarray] = []
-        self.index = 0  # waypoints[index] is the target, in cell path[index + 1] (path[0] if the path is one cell)
-
-    def _plan(self, cell: tuple[int, int], goal: np.ndarray) -> None:
-        self.goal = goal.copy()
-        self.path = shortest_path(self.geometry, cell, self.geometry.xy_to_cell(goal))
-        self.waypoints = [self.geometry.cell_to_xy(c) for c in self.path[1:-1]] + [self.goal]
-        self.index = 0
-
-    def _on_plan(self, cell: tuple[int, int]) -> bool:
-        """Whether ``cell`` is the one being left or the one being entered."""
-        return cell in self.path[self.index:self.index + 2]
-
-    def __call__(self, observation: dict) -> np.ndarray:
-        state = np.asarray(observation["observation"], dtype=np.float64)
-        xy, velocity = state[:2], state[2:4]
-        goal = np.asarray(observation["desired_goal"], dtype=np.float64)
-        cell = self.geometry.xy_to_cell(xy)
-        if not self.geometry.is_free(cell):  # only when pressed into a wall's edge: the free cell beside it
-            cell = min(self.geometry.free_cells(), key=lambda c: np.linalg.norm(self.geometry.cell_to_xy(c) - xy))
-        if self.goal is None or not np.array_equal(goal, self.goal) or not self._on_plan(cell):
-            self._plan(cell, goal)
-        while (self.index < len(self.waypoints) - 1
-               and np.linalg.norm(self.waypoints[self.index] - xy) < self.waypoint_threshold):
-            self.index += 1
-        target = self.waypoints[self.index]
-        return np.clip(self.kp * (target - xy) - self.kd * velocity, -1.0, 1.0)
 
 
 # ---------------------------------------------------------------- generation
@@ -285,7 +112,7 @@ def generation_params(maze: str = "umaze", *, steps: int | None = None, seed: in
                       waypoint_threshold: float = WAYPOINT_THRESHOLD,
                       goal_threshold: float = GOAL_THRESHOLD, goal_speed: float = GOAL_SPEED) -> dict:
     """The settings that fix what :func:`generate_maze_dataset` records (checked, defaults filled in)."""
-    env_id = _check_maze(maze)
+    env_id = maze_env_id(maze)
     steps = DEFAULT_STEPS[maze] if steps is None else int(steps)
     if steps < 1 or episode_steps < 1:
         raise ValueError(f"need steps >= 1 and episode_steps >= 1, got {steps}, {episode_steps}")
@@ -411,7 +238,7 @@ def _read_npz(path: Path) -> dict:
 
 
 def maze_cache_path(maze: str = "umaze", *, steps: int | None = None, seed: int = 0) -> Path:
-    _check_maze(maze)
+    maze_env_id(maze)
     steps = DEFAULT_STEPS[maze] if steps is None else int(steps)
     return cache_dir("trajectory") / f"{maze}-{steps}-seed{seed}.npz"
 
@@ -561,66 +388,9 @@ def summary(dataset: dict) -> dict:
     return result
 
 
-def evaluate_controller(maze: str = "umaze", *, episodes_count: int = 50, max_steps: int | None = None,
-                        seed: int = 0, noise: float = 0.0) -> dict:
-    """The reference baseline for planners: the waypoint controller (action noise ``noise``) in
-    ``episodes_count`` episodes from random distinct start and goal cells. An episode succeeds at
-    the first step with ``info["success"]`` (within 0.45 of the goal) inside ``max_steps`` (default:
-    the env's limit, 300 umaze, 600 medium, 800 large). Returns the success rate and the mean
-    steps to success of the successful episodes."""
-    env = _gym().make(_check_maze(maze), continuing_task=True, reset_target=False)
-    limit = max_steps or env.spec.max_episode_steps
-    geometry = maze_geometry(env)
-    free = geometry.free_cells()
-    controller = WaypointController(geometry)
-    rng = np.random.default_rng(seed)
-    steps_taken = []
-    try:
-        for _ in range(episodes_count):
-            start, goal = (free[i] for i in rng.choice(len(free), size=2, replace=False))
-            observation, info = env.reset(seed=int(rng.integers(2**31)),
-                                          options={"reset_cell": np.array(start), "goal_cell": np.array(goal)})
-            controller.reset()
-            for step in range(1, limit + 1):
-                action = np.clip(controller(observation) + noise * rng.standard_normal(2), -1, 1)
-                observation, _, _, _, info = env.step(action)
-                if info["success"]:
-                    steps_taken.append(step)
-                    break
-    finally:
-        env.close()
-    return {"maze": maze, "episodes": episodes_count, "max_steps": limit, "noise": noise,
-            "success_rate": len(steps_taken) / episodes_count,
-            "mean_steps": float(np.mean(steps_taken)) if steps_taken else float("nan")}
-
-
 # ---------------------------------------------------------------- Pendulum: a reward-maximising task
 
-PENDULUM_ID = "Pendulum-v1"
 PENDULUM_STEPS = 100_000  # 500 episodes of the env's 200 steps
-# gymnasium's Pendulum-v1: theta'' = 3 g / (2 l) sin(theta) + 3 / (m l^2) u with g = 10, m = l = 1, theta = 0
-# upright, |u| <= 2. E = theta'^2 / 2 + 15 cos(theta) is conserved without torque and is 15 at rest upright;
-# dE/dt = 3 u theta', so u = k (15 - E) theta' pumps E towards 15 (energy shaping, Astrom & Furuta 2000), and a
-# PD law holds the top once cos(theta) > SWITCH. Measured: mean return -136 over 30 random starts (a uniformly
-# random policy: -1,176); gains 0.2-1 and switch 0.8-0.9 all gave -136 to -152.
-SWING_GAIN, SWITCH, HOLD_KP, HOLD_KD = 1.0, 0.9, 10.0, 2.0
-MAX_TORQUE = 2.0
-
-
-class SwingUpController:
-    """Energy-shaping swing-up plus a PD hold at the top for Pendulum-v1's ``(cos, sin, theta')``
-    observations; returns a torque of shape ``(1,)`` in ``[-2, 2]``."""
-
-    def reset(self) -> None:
-        pass
-
-    def __call__(self, observation) -> np.ndarray:
-        cos, sin, rate = (float(v) for v in np.asarray(observation).reshape(-1)[:3])
-        if cos > SWITCH:
-            torque = -(HOLD_KP * np.arctan2(sin, cos) + HOLD_KD * rate)
-        else:
-            torque = SWING_GAIN * (15.0 - (0.5 * rate**2 + 15.0 * cos)) * rate
-        return np.clip(np.array([torque]), -MAX_TORQUE, MAX_TORQUE)
 
 
 def generate_pendulum_dataset(*, steps: int = PENDULUM_STEPS, seed: int = 0, noise: float = 0.5) -> dict:
@@ -629,11 +399,9 @@ def generate_pendulum_dataset(*, steps: int = PENDULUM_STEPS, seed: int = 0, noi
     :class:`SwingUpController`'s plus Gaussian noise of std ``noise`` (clipped). One seed fixes
     everything. The fields are :func:`load_offline_dataset`'s; the last step of each episode has
     ``timeouts = True``."""
-    import gymnasium as gym
-
     if steps < 1 or noise < 0:
         raise ValueError(f"need steps >= 1 and noise >= 0, got {steps}, {noise}")
-    env = gym.make(PENDULUM_ID)
+    env = make_env(PENDULUM_ID)
     limit = env.spec.max_episode_steps
     controller = SwingUpController()
     rng = np.random.default_rng(seed)
@@ -664,3 +432,9 @@ def generate_pendulum_dataset(*, steps: int = PENDULUM_STEPS, seed: int = 0, noi
               "mix": "per episode p ~ U(0, 1) random steps, else swing-up + noise", "versions": _versions()}
     return {"observations": observations, "actions": actions, "rewards": rewards, "terminals": np.zeros(steps, bool),
             "timeouts": timeouts, "params": params}
+
+
+__all__ = ["DEFAULT_STEPS", "EPISODE_STEPS", "FIELDS", "FORMAT", "GOAL_SPEED", "GOAL_THRESHOLD", "MAZES", "NOISE",
+           "PENDULUM_ID", "PENDULUM_STEPS", "SUCCESS_RADIUS", "episodes", "generate_maze_dataset",
+           "generate_pendulum_dataset", "generation_params", "goals_reached", "load_maze_dataset",
+           "load_offline_dataset", "maze_cache_path", "save_dataset", "segments", "summary", "window_starts"]

@@ -1,0 +1,279 @@
+"""Diffuser's planning loop (Janner et al. 2022) in a gymnasium env.
+
+A :class:`Planner` acts in a gymnasium env from the observations the env
+returns (a dict with ``observation`` and ``desired_goal`` for goal envs such as
+PointMaze, else an array), in one of three ways: ``tracking="pd"`` follows the
+planned states with a PD law on position and velocity (Diffuser's Maze2D
+controller; for point-mass envs whose actions push the position features),
+``"inverse"`` takes the action a learned inverse dynamics model (Ajay et al.
+2023) gives for the next planned state, ``"actions"`` executes the planned
+actions. ``replan_every = K`` samples a new plan every K steps (receding
+horizon); 0 plans once per goal. The planner samples several plans, ranks them
+by value and executes the best.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...core.guidance import Inpaint
+from ...core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas
+from .denoiser import CallCounter, ConditionedDenoiser, TrajectoryDenoiser, constraints, sample_plans, value_guided
+from .env import make_env, split_observation
+from .networks import INVERSE_FILE, BCNet, ValueModel, load_mlp, load_value_model
+from .normalizer import Normalizer
+
+TRACKING = ("pd", "actions", "inverse")
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """What a :class:`Planner` needs besides the weights, saved as ``"planner"`` in a run's config."""
+
+    env_id: str
+    obs_dim: int
+    act_dim: int
+    horizon: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    env_kwargs: dict = field(default_factory=dict)
+    max_episode_steps: int = 0  # 0: the env's own limit
+    goal_dims: tuple[int, ...] = ()  # state features the env's desired_goal fixes at step H - 1
+    rest_dims: tuple[int, ...] = ()  # state features fixed to 0 there (velocities)
+    tracking: str = "actions"  # "pd" or "inverse": follow planned states; "actions": execute planned actions
+    position_dims: tuple[int, ...] = ()  # pd: state features the actions push (one per action)
+    velocity_dims: tuple[int, ...] = ()  # pd: their rates
+    kp: float = 10.0
+    kd: float = 4.0
+    replan_every: int = 0  # steps between plans; 0: one plan per goal (open loop)
+    num_plans: int = 1  # plans sampled at once; the best by value is executed
+    guidance_scale: float = 0.0  # value guidance (needs a value model)
+    conditioned: bool = False  # the model takes the known values as extra channels (WindowLoss's known_mask)
+    sampler: str = DEFAULT_METHOD
+    sample_steps: int = 16
+
+    def __post_init__(self):
+        for name in ("goal_dims", "rest_dims", "position_dims", "velocity_dims", "action_low", "action_high"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.tracking not in TRACKING:
+            raise ValueError(f"unknown tracking {self.tracking!r}; choose one of: {', '.join(TRACKING)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        for name in ("obs_dim", "act_dim", "horizon", "num_plans", "sample_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.replan_every < 0 or self.guidance_scale < 0:
+            raise ValueError(f"need replan_every >= 0 and guidance_scale >= 0, got {self.replan_every}, "
+                             f"{self.guidance_scale}")
+        if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
+            raise ValueError(f"action_low and action_high need {self.act_dim} entries each")
+        if any(not 0 <= d < self.obs_dim for d in self.goal_dims + self.rest_dims + self.position_dims
+               + self.velocity_dims):
+            raise ValueError(f"goal, rest, position and velocity dims must index the {self.obs_dim} state features")
+        if self.tracking == "pd" and not (len(self.position_dims) == len(self.velocity_dims) == self.act_dim):
+            raise ValueError(f"pd tracking needs one position and one velocity feature per action ({self.act_dim}), "
+                             f"got position_dims {self.position_dims}, velocity_dims {self.velocity_dims}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlannerSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+class Planner:
+    """Diffuser's planning loop for a gymnasium env: ``reset(obs)`` at each episode start, then
+    ``action = act(obs)`` every step, ``obs`` exactly as the env returns it.
+
+    A plan is ``num_plans`` trajectories sampled with the current observation (and the env's
+    goal, if any) inpainted, under value guidance when the run has a value model; the one of
+    highest value is kept. ``tracking="pd"`` steers towards the planned state one step ahead,
+    ``action = kp (s*_pos - s_pos) + kd (s*_vel - s_vel)``, and towards the goal at rest once
+    the plan is used up; ``tracking="actions"`` executes the planned actions. Plans are drawn
+    again every ``replan_every`` steps (0: only when the goal changes or the plan runs out with
+    ``actions`` tracking). ``plans`` keeps the plans of the current episode (for drawing),
+    ``plan_seconds`` and ``denoiser_calls`` their cost."""
+
+    def __init__(self, model: nn.Module, settings: PlannerSettings, normalizer: Normalizer, *,
+                 value: ValueModel | None = None, inverse: BCNet | None = None, device="cpu", seed: int = 0):
+        if normalizer.dim != settings.obs_dim + settings.act_dim:
+            raise ValueError(f"the normalizer has {normalizer.dim} features, the planner needs "
+                             f"{settings.obs_dim} + {settings.act_dim}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.denoiser = TrajectoryDenoiser(self.model)
+        self.settings, self.normalizer = settings, normalizer
+        self.value = None if value is None else value.to(self.device).eval().requires_grad_(False)
+        if settings.tracking == "inverse" and inverse is None:
+            raise ValueError("tracking='inverse' needs an inverse dynamics model (train with inverse_steps > 0)")
+        self.inverse = inverse
+        self.generator = torch.Generator().manual_seed(seed)
+        self.plan_seconds: list[float] = []
+        self.denoiser_calls: list[int] = []
+        self.last_calls = 0  # network calls of the latest sample()
+        self.reset()
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, device="cpu", sampler: str | None = None,
+                 steps: int | None = None, seed: int = 0, **options) -> "Planner":
+        """The planner of a run folder written by a trajectory recipe; ``options`` override
+        :class:`PlannerSettings` fields (``replan_every``, ``num_plans``, ``guidance_scale``,
+        ``tracking``, ``kp``, ``kd``...)."""
+        from ...train.checkpoint import from_pretrained  # a run folder is the training layer's format
+
+        model, saved = from_pretrained(run_dir, device=device)
+        if "planner" not in saved or "normalizer" not in saved:
+            raise ValueError(f"{str(run_dir)!r} is not a trajectory run (its config has no planner settings); train "
+                             f"one with a trajectory recipe, e.g. `multidiff train pointmaze_umaze`")
+        settings = PlannerSettings.from_dict(saved["planner"])
+        names = [f.name for f in fields(PlannerSettings)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ValueError(f"unknown planner option(s) {unknown}; choose among {names}")
+        overrides = {k: v for k, v in {"sampler": sampler, "sample_steps": steps, **options}.items() if v is not None}
+        settings = replace(settings, **overrides)
+        loaded = load_value_model(run_dir, model.schedule, device)
+        if settings.guidance_scale > 0 and loaded is None:
+            raise ValueError(f"guidance_scale={settings.guidance_scale} needs a value model; {str(run_dir)!r} has none")
+        inverse = load_mlp(run_dir, INVERSE_FILE)
+        return cls(model, settings, Normalizer.from_dict(saved["normalizer"]),
+                   value=None if loaded is None else loaded[0], inverse=None if inverse is None else inverse[0],
+                   device=device, seed=seed)
+
+    def make_env(self, seed: int | None = None):
+        """The env the run was trained for, with its settings (reset with ``seed`` when given)."""
+        s = self.settings
+        env = make_env(s.env_id, env_kwargs=s.env_kwargs, max_episode_steps=s.max_episode_steps or None)
+        if seed is not None:
+            env.reset(seed=seed)
+            env.action_space.seed(seed)
+        return env
+
+    def reset(self, obs=None) -> None:
+        """Forget the plan (call at every episode start; ``obs`` is checked when given)."""
+        if obs is not None:
+            split_observation(obs, self.settings.obs_dim)
+        self.current: dict | None = None
+        self.plans: list[dict] = []
+        self.goal: np.ndarray | None = None
+        self.t = 0
+
+    def sample(self, states, goals=None, *, callback=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Plans ``(N, H, D)`` in model space from ``states (N, S)`` (and ``goals (N, G)``, in env
+        units), and their values ``(N,)`` (None without a value model)."""
+        s = self.settings
+        known, mask = self.constraints(states, goals)
+        counter = CallCounter(self._network(known, mask[0] > 0))
+        sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
+        with torch.no_grad():
+            x = sample_plans(counter, known, mask, sigmas, method=s.sampler, generator=self.generator,
+                             value=self.value, guidance_scale=s.guidance_scale, callback=callback)  # (N, H, D)
+            values = None
+            if self.value is not None:
+                values = self.value(x, torch.full((len(x),), float(self.model.schedule.sigma_min), device=self.device))
+        self.last_calls = counter.calls
+        return x, values
+
+    def constraints(self, states, goals=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``known, mask (N, H, D)`` in model space for plans from ``states (N, S)`` (and ``goals
+        (N, G)`` in env units, when the planner reaches goals)."""
+        s = self.settings
+        first = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
+        goal = None
+        if s.goal_dims:
+            if goals is None:
+                raise ValueError(f"this planner reaches goals: give the env's desired_goal ({len(s.goal_dims)} values)")
+            goal = torch.as_tensor(np.asarray(goals), dtype=torch.float32, device=self.device)
+        return constraints(self.normalizer, s.horizon, s.obs_dim, first, goal, goal_dims=s.goal_dims,
+                           rest_dims=s.rest_dims)
+
+    def _network(self, known: torch.Tensor, keep: torch.Tensor):
+        """The denoiser of plans whose known values are ``known (n, H, D)`` at ``keep (H, D)``:
+        the network conditioned on them if it was trained so, else the plain one."""
+        return ConditionedDenoiser(self.model, known[:, keep]) if self.settings.conditioned else self.denoiser
+
+    def calibration_denoiser(self, mask: torch.Tensor):
+        """The denoiser :meth:`sample` draws plans with, as a function ``(x, sigma, cond)`` of each
+        draw's known values ``cond (n, H, D)`` (the ``known`` of :meth:`constraints`; ``mask (H,
+        D)`` is the same for every draw), so a grid can be calibrated on any slice of a batch of
+        plans: the conditioned network, value guidance when the run uses it, the constraints
+        inpainted."""
+        keep = mask > 0
+
+        def denoiser(x, sigma, cond):
+            base = value_guided(self._network(cond, keep), self.value, self.settings.guidance_scale)
+            return Inpaint(base, mask.to(x), cond)(x, sigma)
+
+        return denoiser
+
+    def plan(self, state: np.ndarray, goal: np.ndarray | None = None) -> dict:
+        """Sample ``num_plans`` plans from ``state`` (and ``goal``) and return the best:
+        ``observations (H, S)``, ``actions (H, A)`` in env units, ``value`` (normalised; None
+        without a value model)."""
+        s = self.settings
+        start = time.perf_counter()
+        states = np.repeat(np.asarray(state, np.float64)[None], s.num_plans, axis=0)
+        goals = None if goal is None else np.repeat(np.asarray(goal, np.float64)[None], s.num_plans, axis=0)
+        x, values = self.sample(states, goals)
+        best = 0 if values is None else int(values.argmax())
+        self.plan_seconds.append(time.perf_counter() - start)
+        self.denoiser_calls.append(self.last_calls)
+        rows = self.normalizer.decode(x[best].double().cpu()).numpy()  # (H, D)
+        return {"observations": rows[:, :s.obs_dim], "actions": rows[:, s.obs_dim:],
+                "value": None if values is None else float(values[best])}
+
+    @torch.no_grad()
+    def inverse_action(self, state: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The action that takes ``state`` to ``target`` next, by the learned inverse dynamics."""
+        s = self.settings
+        pair = np.concatenate([self.normalizer.encode(state, range(s.obs_dim)),
+                               self.normalizer.encode(target, range(s.obs_dim))])
+        out = self.inverse(torch.as_tensor(pair, dtype=torch.float32)[None]).double().numpy()[0]
+        return self.normalizer.decode(out, range(s.obs_dim, s.obs_dim + s.act_dim))
+
+    def act(self, obs) -> np.ndarray:
+        """The action for ``obs`` (as the env returned it), planning first when a plan is due."""
+        s = self.settings
+        state, goal = split_observation(obs, s.obs_dim)
+        if s.goal_dims and (goal is None or len(goal) != len(s.goal_dims)):
+            raise ValueError(f"this planner reaches goals: it needs a dict observation whose desired_goal has "
+                             f"{len(s.goal_dims)} values, got {None if goal is None else len(goal)}")
+        goal = goal if s.goal_dims else None
+        goal_moved = (goal is None) != (self.goal is None) or (goal is not None and not np.array_equal(goal, self.goal))
+        since = self.t - self.current["t"] if self.current is not None else 0
+        if (self.current is None or goal_moved or (s.replan_every and since >= s.replan_every)
+                or (s.tracking != "pd" and since >= s.horizon - 1)):
+            self.current = {"t": self.t, **self.plan(state, goal)}
+            self.plans.append(self.current)
+            self.goal = None if goal is None else goal.copy()
+            since = 0
+        self.t += 1
+        if s.tracking == "actions":
+            action = self.current["actions"][min(since, s.horizon - 1)]
+        elif s.tracking == "inverse":
+            target = self.current["observations"][min(since + 1, s.horizon - 1)]
+            action = self.inverse_action(state, target)
+        else:
+            planned = self.current["observations"]
+            if since + 1 < s.horizon:
+                target = planned[since + 1]
+            else:  # the plan is used up: hold its last state, at rest
+                target = planned[-1].copy()
+                if goal is not None:
+                    target[list(s.goal_dims)] = goal
+                target[list(s.velocity_dims)] = 0.0
+            position, velocity = list(s.position_dims), list(s.velocity_dims)
+            action = s.kp * (target[position] - state[position]) + s.kd * (target[velocity] - state[velocity])
+        return np.clip(action, s.action_low, s.action_high).astype(np.float32)
+
+
+__all__ = ["Planner", "PlannerSettings", "TRACKING"]
