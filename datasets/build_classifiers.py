@@ -5,7 +5,7 @@ datasets/classifiers/<dataset>/ (config.json + classifier.safetensors).
     python datasets/build_classifiers.py digits       # just one
     python datasets/build_classifiers.py spoken_digits notes   # the audio ones (~7 and ~14 min on 2 busy cores)
 
-The settings are multidiff.metrics.classifier.CLASSIFIER_TRAINING (images) and
+The settings are multidiff.metrics.images.CLASSIFIER_TRAINING (images) and
 multidiff.metrics.audio.CLASSIFIER_TRAINING / CLASSIFIER_SPECS (audio);
 training is seeded and single-threaded, so a rebuild on the same machine gives
 the same weights. A dataset whose data (or Debian tool) is missing is skipped
@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from multidiff.metrics.audio import CLASSIFIER_SPECS, build_audio_classifier  # noqa: E402
-from multidiff.metrics.classifier import CLASSIFIER_TRAINING, WEIGHTS_NAME, build_classifier  # noqa: E402
+from multidiff.metrics.images import CLASSIFIER_TRAINING, WEIGHTS_NAME, build_classifier  # noqa: E402
 
 BUILDERS = {**{name: build_classifier for name in CLASSIFIER_TRAINING},
             **{name: build_audio_classifier for name in CLASSIFIER_SPECS}}

@@ -1,6 +1,5 @@
 """The image adapter: normalisation round trips, the PNG grid, masks, super-resolution and inpainting."""
 
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -9,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from multidiff.adapters.image import (MASK_REGIONS, ImageSpec, decode, default_spec, downsample, encode, inpaint,
-                                      inpaint_mask, low_res_condition, low_res_error, save_grid,
-                                      super_resolution_data, super_resolve, to_uint8, training_data, upsample)
+from multidiff.adapters.image import (MASK_REGIONS, decode, downsample, encode, inpaint, inpaint_mask,
+                                      low_res_condition, low_res_error, save_grid, super_resolution_data,
+                                      super_resolve, to_uint8, training_data, upsample)
 from multidiff.core.gmm import example_mixture
 from multidiff.core.guidance import Inpaint
 from multidiff.core.samplers import sample
@@ -40,15 +39,6 @@ def test_training_data():
     data = training_data(split)
     assert set(data) == {"x", "cond"} and torch.all(data["x"] == -1) and data["cond"].dtype == torch.int64
     assert set(training_data(split, conditional=False)) == {"x"}
-
-
-def test_default_spec():
-    assert default_spec("digits") == ImageSpec((1, 8, 8), 10)
-    assert default_spec("fashion").resolution == (28, 28)
-    with pytest.raises(ValueError, match="depends on its options"):
-        default_spec("folder")
-    with pytest.raises(ValueError, match="unknown image dataset"):
-        default_spec("cifar")
 
 
 # ---------------------------------------------------------------- the grid
@@ -164,7 +154,7 @@ def test_inpaint_keeps_known_pixels_with_exact_denoiser():
 # ---------------------------------------------------------------- the documented example
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn is not installed")
+@pytest.mark.requires("sklearn")
 def test_docs_example_runs(tmp_path, monkeypatch):
     docs = Path(__file__).resolve().parents[1] / "docs" / "images.md"
     blocks = re.findall(r"```python\n(.*?)```", docs.read_text(), re.S)

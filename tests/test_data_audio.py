@@ -1,7 +1,6 @@
 """Audio data: the TTS digit builder (deterministic, voices split), the notes renderer, the
 Asterisk recordings and your own folder. Tests that need a Debian package skip naming it."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,8 @@ from multidiff.data import audio as D
 
 soundfile = pytest.importorskip("soundfile")
 
-needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-                               reason="needs Debian's espeak-ng and flite (apt-get install espeak-ng flite)")
-needs_fluidsynth = pytest.mark.skipif(
-    shutil.which("fluidsynth") is None or not any(Path(p).is_file() for p in D.SOUNDFONTS),
-    reason="needs Debian's fluidsynth and timgm6mb-soundfont (apt-get install fluidsynth timgm6mb-soundfont)")
+needs_tts = pytest.mark.requires("tts")
+needs_fluidsynth = pytest.mark.requires("fluidsynth")
 
 
 def test_voice_split_is_fixed_and_disjoint():

@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from multidiff.adapters.image import ImageSpec
 from multidiff.data import images
-from multidiff.data.images import (FASHION_MNIST_DIR, IMAGE_DATASETS, dataset_info, load_digits, load_fashion_mnist,
+from multidiff.data.images import (IMAGE_DATASETS, dataset_info, default_spec, load_digits, load_fashion_mnist,
                                    load_idx_dataset, load_image_dataset, load_image_folder, read_idx,
                                    stratified_split)
 
-needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
-                                   reason="scikit-learn is not installed (pip install scikit-learn)")
-needs_mlxtend = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
-                                   reason="mlxtend is not installed (pip install mlxtend)")
-needs_fashion = pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(),
-                                   reason=f"Fashion-MNIST is not in {FASHION_MNIST_DIR} "
-                                          f"(apt-get install dataset-fashion-mnist)")
+needs_sklearn = pytest.mark.requires("sklearn")
+needs_mlxtend = pytest.mark.requires("mlxtend")
+needs_fashion = pytest.mark.requires("fashion")
 
 
 def check_split(data, num_classes):
@@ -30,6 +27,15 @@ def check_split(data, num_classes):
         assert split["label"].dtype == torch.int64 and split["label"].shape == (len(split["x"]),)
         assert 0 <= int(split["label"].min()) and int(split["label"].max()) < num_classes
     assert data.num_classes == num_classes
+
+
+def test_default_spec():
+    assert default_spec("digits") == ImageSpec((1, 8, 8), 10)
+    assert default_spec("fashion").resolution == (28, 28)
+    with pytest.raises(ValueError, match="depends on its options"):
+        default_spec("folder")
+    with pytest.raises(ValueError, match="unknown image dataset"):
+        default_spec("cifar")
 
 
 # ---------------------------------------------------------------- splits

@@ -8,8 +8,7 @@ import torch
 
 from multidiff.data import text as T
 
-needs_wordnet = pytest.mark.skipif(not (T.DEBIAN_ROOTS["wordnet"] / "data.noun").is_file(),
-                                   reason="needs Debian's WordNet (apt-get install wordnet-base)")
+needs_wordnet = pytest.mark.requires("wordnet")
 
 
 @pytest.fixture(scope="module")

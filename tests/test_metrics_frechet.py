@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from multidiff.data.images import FASHION_MNIST_DIR
-from multidiff.metrics.classifier import (BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, ClassifierTraining,
-                                          evaluate_images, load_classifier, read_classifier, save_classifier,
-                                          train_classifier)
 from multidiff.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_gaussians
+from multidiff.metrics.images import (BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, ClassifierTraining, evaluate_images,
+                                      load_classifier, read_classifier, save_classifier, train_classifier)
 
-needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
-                                   reason="scikit-learn is not installed (pip install scikit-learn)")
+needs_sklearn = pytest.mark.requires("sklearn")
 
 
 def random_covariance(dim, generator):
@@ -137,7 +135,7 @@ def test_missing_classifier_without_training(tmp_path, monkeypatch):
 
 @needs_sklearn
 def test_missing_classifier_is_trained_and_cached(tmp_path, monkeypatch):
-    from multidiff.metrics import classifier as module
+    from multidiff.metrics import images as module
 
     monkeypatch.setattr(module, "BUNDLED_DIR", tmp_path / "not-shipped")
     monkeypatch.setenv("MULTIDIFF_CACHE", str(tmp_path / "cache"))

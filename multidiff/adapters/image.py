@@ -37,7 +37,8 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What a model for an image dataset needs to know: ``shape = (C, H, W)`` and the class count."""
+    """What a model for an image dataset needs to know: ``shape = (C, H, W)`` and the class count
+    (a registered dataset's: :func:`multidiff.data.images.default_spec`)."""
 
     shape: tuple[int, int, int]
     num_classes: int | None
@@ -49,20 +50,6 @@ class ImageSpec:
     @property
     def resolution(self) -> tuple[int, int]:
         return self.shape[1], self.shape[2]
-
-
-def default_spec(dataset: str) -> ImageSpec:
-    """The :class:`ImageSpec` of a registered dataset (``multidiff.data.images.IMAGE_DATASETS``)
-    with its default options, e.g. ``digits`` -> ``(1, 8, 8)``, 10 classes."""
-    from ..data.images import IMAGE_DATASETS
-
-    if dataset not in IMAGE_DATASETS:
-        raise ValueError(f"unknown image dataset {dataset!r}; choose one of: {', '.join(IMAGE_DATASETS)}")
-    source = IMAGE_DATASETS[dataset]
-    if source.shape is None:
-        raise ValueError(f"the shape of {dataset!r} depends on its options; load it and use "
-                         f"ImageSpec(tuple(data.shape), data.num_classes)")
-    return ImageSpec(source.shape, source.num_classes)
 
 
 # ---------------------------------------------------------------- normalisation
@@ -258,16 +245,6 @@ def low_res_error(x_hat: Tensor, low_res: Tensor, factor: int = 2) -> Tensor:
     return (downsample(x_hat, factor) - low_res).pow(2).reshape(x_hat.shape[0], -1).mean(1)
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def evaluate_samples(samples: Tensor, labels: Tensor | None, real_test: Tensor, classifier, **options) -> dict:
-    """:func:`multidiff.metrics.classifier.evaluate_images` on model-space ``samples`` (decoded first)."""
-    from ..metrics.classifier import evaluate_images
-
-    return evaluate_images(decode(samples), labels, real_test, classifier, **options)
-
-
-__all__ = ["ImageSpec", "MASK_REGIONS", "decode", "default_spec", "downsample", "encode", "evaluate_samples",
-           "inpaint", "inpaint_mask", "low_res_condition", "low_res_error", "save_grid", "super_resolution_data",
-           "super_resolve", "to_uint8", "to_unit", "training_data", "upsample"]
+__all__ = ["ImageSpec", "MASK_REGIONS", "decode", "downsample", "encode", "inpaint", "inpaint_mask",
+           "low_res_condition", "low_res_error", "save_grid", "super_resolution_data", "super_resolve", "to_uint8",
+           "to_unit", "training_data", "upsample"]

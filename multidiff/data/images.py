@@ -36,6 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..adapters.image import ImageSpec
+
 Tensor = torch.Tensor
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -365,3 +367,13 @@ def dataset_info(name: str) -> str:
     """One line per fact: the source and the licence of dataset ``name``."""
     source = _source(name)
     return f"{name}: {source.source}\nlicence: {source.licence}"
+
+
+def default_spec(dataset: str) -> ImageSpec:
+    """The :class:`~multidiff.adapters.image.ImageSpec` of registered dataset ``dataset`` with its
+    default options, e.g. ``digits`` -> ``(1, 8, 8)``, 10 classes."""
+    source = _source(dataset)
+    if source.shape is None:
+        raise ValueError(f"the shape of {dataset!r} depends on its options; load it and use "
+                         f"ImageSpec(tuple(data.shape), data.num_classes)")
+    return ImageSpec(source.shape, source.num_classes)

@@ -2,7 +2,7 @@
 extractor of a Frechet distance, like FID's Inception net, and a recogniser
 of class-conditional samples), and the pitch accuracy of notes.
 
-The classifiers are :class:`~multidiff.metrics.classifier.ImageClassifier`
+The classifiers are :class:`~multidiff.metrics.images.ImageClassifier`
 CNNs on the log-mel "image" of a clip, with their own fixed spectrogram
 (``CLASSIFIER_SPECS``), so every run is judged on the same input whatever its
 own spectrogram: samples are decoded to waveforms first (Griffin-Lim), then
@@ -23,8 +23,8 @@ import torch
 
 from ..adapters.audio import (SpectrogramConfig, cents, decode, encode, estimate_f0, fit_clip, midi_to_hz,
                               resample)
-from .classifier import (BUNDLED_DIR, CONFIG_NAME, ClassifierTraining, ImageClassifier, cache_dir, evaluate_images,
-                         read_classifier, save_classifier, train_classifier)
+from .images import (BUNDLED_DIR, CONFIG_NAME, ClassifierTraining, ImageClassifier, cache_dir, evaluate_images,
+                     read_classifier, save_classifier, train_classifier)
 
 CLASSIFIER_SPECS: dict[str, SpectrogramConfig] = {
     "spoken_digits": SpectrogramConfig(sample_rate=8000, n_fft=512, hop_length=128, n_mels=32, frames=48),
@@ -125,6 +125,20 @@ def evaluate_audio(samples: torch.Tensor, sample_rate: int, labels: torch.Tensor
                            seed=seed)
 
 
+def vocoder_floor(clips: torch.Tensor, labels: torch.Tensor | None, spec: SpectrogramConfig,
+                  real_test: torch.Tensor, classifier: ImageClassifier, classifier_spec: SpectrogramConfig, *,
+                  seed: int = 0) -> dict:
+    """What a perfect spectrogram model would score after a run's decoder: real ``clips (N, T)`` at
+    ``spec.sample_rate`` through wav -> log-mel -> Griffin-Lim -> wav, judged like samples (Frechet
+    against the test clips, classifier accuracy on their true ``labels``). The gap between this and
+    the real-vs-real floor is the vocoder's; the gap between the samples and this is the model's."""
+    round_trip = decode(encode(clips, spec), spec, seed=seed)
+    metrics = evaluate_audio(round_trip, spec.sample_rate, labels, real_test, None, classifier_spec.sample_rate,
+                             classifier, classifier_spec, seed=seed)
+    return {"frechet_vocoder_floor": metrics["frechet"], "classifier_accuracy_vocoder_floor":
+            metrics["classifier_accuracy"]}
+
+
 def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.Tensor,
                    tolerance: float = PITCH_TOLERANCE_CENTS) -> dict:
     """The share of clips whose YIN f0 is within ``tolerance`` cents of the requested MIDI pitch, the
@@ -139,4 +153,4 @@ def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.
 
 
 __all__ = ["CLASSIFIER_SPECS", "CLASSIFIER_TRAINING", "ROUND_TRIP_AUGMENT", "build_audio_classifier", "classifier_input",
-           "evaluate_audio", "load_audio_classifier", "pitch_accuracy"]
+           "evaluate_audio", "load_audio_classifier", "pitch_accuracy", "vocoder_floor"]
