@@ -125,7 +125,7 @@ def recipe_figures(args) -> str:
                      rep.get("frechet_over_floor"), rep.get("pitch_within_50_cents", "")])
     drawn = R.sample(run, num=20, seed=1)
     IMG.mkdir(parents=True, exist_ok=True)
-    A.save_spectrograms(drawn["spectrograms"], IMG / f"audio_{name}.png", titles=R._titles(drawn, drawn["class_names"]),
+    A.save_spectrograms(drawn["spectrograms"], IMG / f"audio_{name}.png", titles=R.titles(drawn, drawn["class_names"]),
                         spec=config.spectrogram)
     folder = SOUNDS / name
     shutil.rmtree(folder, ignore_errors=True)
@@ -187,7 +187,8 @@ def main(argv=None) -> int:
     print(block)
     if not args.no_write:
         name = {"roundtrip": "audio_roundtrip", "inpainting": "audio_inpainting"}.get(args.what, f"audio_{args.what}")
-        write_block(DOC, name, block, append_if_missing=True)
+        page = ROOT / "docs" / "results" / "audio.md" if name == "audio_roundtrip" else DOC
+        write_block(page, name, block, append_if_missing=True)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Training speed and memory of the Fashion-MNIST recipes on one GPU: bf16 and torch.compile on/off.
 
-    python benchmarks/gpu_fashion.py                 # speed table; rewrites the gpu_training block of docs/benchmarks.md
+    python benchmarks/gpu_fashion.py                 # speed table; rewrites the gpu_training block of docs/results/gpu.md
     python benchmarks/gpu_fashion.py --quality       # also trains both recipes with their defaults, Frechet reached
     python benchmarks/gpu_fashion.py --device cpu --preset tiny --steps 6 --no-write   # a smoke run anywhere
 
@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from multidiff.core.losses import edm  # noqa: E402
 from multidiff.data import ShuffledBatches  # noqa: E402
 from multidiff.recipes import images  # noqa: E402
+from multidiff.recipes.common import engine_config, label_dropout_loss  # noqa: E402
 from multidiff.train import Trainer  # noqa: E402
 
 RECIPES = ("fashion_unet", "fashion_dit")
@@ -41,9 +42,9 @@ def throughput(config: images.ImageConfig, data, train_set, *, steps: int, bf16:
                device: str) -> tuple[float, float | None]:
     """(images/s over the last ``steps`` of ``3 steps``, peak memory in GiB or None on the CPU)."""
     model = images.build_model(config, data.shape, data.num_classes)
-    train_config = replace(images.engine_config(config), steps=3 * steps, log_every=steps, checkpoint_every=0,
+    train_config = replace(engine_config(config), steps=3 * steps, log_every=steps, checkpoint_every=0,
                            sample_every=0, autocast=bf16, compile=compile, warmup_steps=0)
-    loss_fn = partial(images.label_dropout_loss, weighting=edm(config.sigma_data), dropout=config.label_dropout,
+    loss_fn = partial(label_dropout_loss, weighting=edm(config.sigma_data), dropout=config.label_dropout,
                       null_class=data.num_classes)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -97,7 +98,7 @@ def main() -> None:
     block = "\n".join(lines) + "\n"
     print(block)
     if not args.no_write:
-        write_block(ROOT / "docs" / "benchmarks.md", "gpu_training", block)
+        write_block(ROOT / "docs" / "results" / "gpu.md", "gpu_training", block)
 
 
 if __name__ == "__main__":

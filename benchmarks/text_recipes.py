@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,9 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import threads_and_machine  # noqa: E402
 from docblock import write_block  # noqa: E402
 
-DOC = ROOT / "docs" / "text.md"
+DOC = ROOT / "docs" / "text.md"  # the user guide: steps and examples
+RESULTS = ROOT / "docs" / "results" / "text.md"  # keyword, noise and temperature studies
 COLUMNS = [("perplexity", "perplexity"), ("perplexity_real", "real ppl"), ("perplexity_ratio", "ratio"),
            ("distinct_1", "dist-1"), ("distinct_2", "dist-2"), ("copy_rate", "copies"),
            ("rounding_error", "rounding err."), ("length_accuracy", "length exact"),
@@ -126,11 +127,6 @@ def examples(run: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def threads_and_machine(threads: int) -> str:
-    """``"1 thread, x86_64"``: what a block's figures were measured on."""
-    return f"{threads} thread{'s' if threads != 1 else ''}, {platform.processor() or platform.machine()}"
-
-
 def _run_data(run: Path):
     """``(model, config, tokenizer, prior, data)``: a run and its corpus in token ids (``text.Prepared``)."""
     from multidiff.recipes import text
@@ -162,7 +158,7 @@ def keyword(run: Path, scales: list[float], num: int) -> str:
     vocabulary = tokenizer.vocabulary()
     rows = ["| keyword scale | success | perplexity |", "| --- | --- | --- |"]
     for scale in scales:
-        drawn = text._draw(model, config, tokenizer, data.num_classes, num=num, seed=2, keywords=keywords,
+        drawn = text.draw(model, config, tokenizer, data.num_classes, num=num, seed=2, keywords=keywords,
                            classifier=classifier, keyword_scale=scale)
         words = [t.split() for t in drawn["text"]]
         success = keyword_success(words, [vocabulary[k] for k in keywords])
@@ -192,14 +188,14 @@ def temperature(run: Path, temperatures: list[float], num: int, shown: int = 5) 
     shown_samples = []
     with text.threads_of(config):
         for t in temperatures:
-            drawn = text._draw(model, config, tokenizer, prior, num=num, seed=0, temperature=t)
+            drawn = text.draw(model, config, tokenizer, prior, num=num, seed=0, temperature=t)
             samples = words(drawn["text"])
             success = "-"
             if classifier is not None:
-                steered = text._draw(model, config, tokenizer, prior, num=len(keywords), seed=2, keywords=keywords,
+                steered = text.draw(model, config, tokenizer, prior, num=len(keywords), seed=2, keywords=keywords,
                                      classifier=classifier, temperature=t)
                 success = f"{keyword_success(words(steered['text']), [vocabulary[k] for k in keywords]):.3f}"
-            held = text._draw(model, config, tokenizer, prior, num=num, seed=1, lengths=lengths, temperature=t)
+            held = text.draw(model, config, tokenizer, prior, num=num, seed=1, lengths=lengths, temperature=t)
             ppl = lm.perplexity(samples)
             rows.append(f"| {t:g} | {ppl:.0f} | {ppl / real_ppl:.2f} | {distinct_n(samples, 1):.3f} | "
                         f"{distinct_n(samples, 2):.3f} | {copy_rate(samples, train):.3f} | "
@@ -292,11 +288,11 @@ def main() -> None:
     elif args.task == "examples":
         write_block(DOC, "text_examples", examples(args.run), append_if_missing=True)
     elif args.task == "keyword":
-        write_block(DOC, "text_keyword", keyword(args.run, args.scales, args.num), append_if_missing=True)
+        write_block(RESULTS, "text_keyword", keyword(args.run, args.scales, args.num), append_if_missing=True)
     elif args.task == "noise":
-        write_block(DOC, args.block or "text_noise", noise(args.run, min(args.num, 1000)), append_if_missing=True)
+        write_block(RESULTS, args.block or "text_noise", noise(args.run, min(args.num, 1000)), append_if_missing=True)
     else:
-        write_block(DOC, args.block or "text_temperature", temperature(args.run, args.temperatures, args.num),
+        write_block(RESULTS, args.block or "text_temperature", temperature(args.run, args.temperatures, args.num),
                     append_if_missing=True)
 
 

@@ -18,7 +18,7 @@ Runs come from ``multidiff train digits|toy2d|spoken_digits|notes --out RUN_DIR`
 (the audio runs: distances in model space, the normalised log-mel in [-1, 1];
 the metric decodes with Griffin-Lim and uses the run's bundled classifier, of
 digits or of pitch classes). Writes the tables into
-docs/benchmarks.md between the ``trained_samplers_<recipe>`` markers.
+docs/results/trained_samplers.md between the ``trained_samplers_<recipe>`` markers.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import rms  # noqa: E402
 from docblock import write_block  # noqa: E402
 
 from multidiff.core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas, sample  # noqa: E402
 from multidiff.core.samplers.calibrate import calibrate_sigmas, starting_grids  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = ROOT / "docs" / "results" / "trained_samplers.md"
 NFES = (4, 6, 8, 12, 24, 48)
 METRIC_NFES = (4, 6, 8, 12)
 REFERENCE_STEPS = {"digits": 256, "toy2d": 1024, "spoken_digits": 256, "notes": 256}  # toy2d's thin data need more: 256 vs 128 steps differ by 2e-3
@@ -72,7 +73,7 @@ class Task:
 
 def digits_task(run_dir: Path, num: int, seed: int) -> Task:
     from multidiff.core.guidance import ClassifierFreeGuidance
-    from multidiff.metrics.classifier import evaluate_images, load_classifier
+    from multidiff.metrics.images import evaluate_images, load_classifier
     from multidiff.recipes.images import decode, load_data, load_run
 
     model, config = load_run(run_dir, device="cpu")
@@ -95,10 +96,10 @@ def digits_task(run_dir: Path, num: int, seed: int) -> Task:
 
 def toy2d_task(run_dir: Path, num: int, seed: int) -> Task:
     from multidiff.metrics import DISTANCES
-    from multidiff.recipes.toy2d import _split, load_run
+    from multidiff.recipes.toy2d import load_run, points
 
     model, config = load_run(run_dir)
-    heldout = _split(config, "heldout", num)
+    heldout = points(config, "heldout", num)
 
     def denoiser(x, sigma):
         with torch.no_grad():
@@ -196,10 +197,6 @@ def diffusers_run(task: Task, label: str, nfe: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- measurement
-
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).pow(2).mean().sqrt().item()
 
 
 CALIBRATION_EVALS_PER_STEP = 60

@@ -92,13 +92,21 @@ def samplers():
 
 
 @main.command()
-def recipes():
+@click.option("--verbose", "-v", is_flag=True, help="Also list each recipe's verbs and settings.")
+def recipes(verbose):
     """List the recipes that `multidiff train` accepts."""
+    from dataclasses import fields
+
     from .recipes import RECIPES
 
     width = max(map(len, RECIPES))
     for name, recipe in RECIPES.items():
         click.echo(f"{name:<{width}}  {recipe.description}")
+        if verbose:
+            verbs = ", ".join(("train", "sample", "eval", *recipe.verbs()))
+            settings = ", ".join(f"{f.name}={getattr(recipe.config_class(), f.name)}"
+                                 for f in fields(recipe.config_class))
+            click.echo(f"{'':<{width}}  verbs: {verbs}\n{'':<{width}}  settings: {settings}")
 
 
 def _parse_settings(settings: tuple[str, ...]) -> dict[str, str]:
@@ -127,10 +135,9 @@ def _print_report(report: dict) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step.")
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the data split, initial weights and noise.")
-@click.option("--dataset", help="Dataset of the recipe (toy2d: moons, spiral, 8gaussians, checkerboard; "
-                                 "images: digits, mnist5k, fashion, folder; audio: spoken_digits, notes, folder; "
-                                 "text: wordnet, wordnet_fortunes, fortunes, file).")
-@click.option("--device", help="Image, audio and text recipes: auto (default), cpu or cuda.")
+@click.option("--dataset", help="Dataset of the recipe (an unknown name lists the recipe's choices; "
+                                 "`multidiff recipes -v` shows each recipe's default).")
+@click.option("--device", help="auto (default), cpu or cuda, for recipes with a device setting.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write (default: runs/RECIPE-...-seedSEED).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
@@ -206,9 +213,11 @@ def sample(run_dir, num, out, label, guidance, length, keyword, keyword_scale, t
                                            ("keyword", keyword), ("keyword_scale", keyword_scale),
                                            ("temperature", temperature))
              if value is not None}
-    if {"length", "keyword", "keyword_scale", "temperature"} & set(extra) and recipe.infill is None:
-        raise click.UsageError(f"--length, --keyword and --temperature are text controls; recipe {recipe.name!r} "
-                               f"does not take them")
+    unsupported = sorted(set(extra) - {"label", "guidance"} - set(recipe.sample_options))
+    if unsupported:
+        options = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise click.UsageError(f"{options}: recipe {recipe.name!r} does not take them (it takes: "
+                               f"{', '.join('--' + n.replace('_', '-') for n in recipe.sample_options) or 'none'})")
     samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
                             **extra)
     _write_samples(recipe, samples, out, run_dir)
@@ -239,8 +248,7 @@ def inpaint(run_dir, num, region, out, label, guidance, reconstruction_scale, sa
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    if recipe.inpaint is None:
-        raise click.UsageError(f"recipe {recipe.name!r} does not inpaint (image, audio and text recipes do)")
+    _require_verb(recipe, "inpaint")
     filled = recipe.inpaint(run_dir, num=num, region=region, label=label, guidance=guidance,
                             reconstruction_scale=reconstruction_scale, sampler=sampler, steps=steps, seed=seed,
                             progress=_progress(progress))
@@ -266,8 +274,7 @@ def infill(run_dir, template, num, out, label, guidance, temperature, sampler, s
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    if recipe.infill is None:
-        raise click.UsageError(f"recipe {recipe.name!r} does not fill templates (text recipes do)")
+    _require_verb(recipe, "infill")
     filled = recipe.infill(run_dir, template, num=num, label=label, guidance=guidance, sampler=sampler, steps=steps,
                            seed=seed, progress=_progress(progress),
                            **({} if temperature is None else {"temperature": temperature}))
@@ -275,6 +282,19 @@ def infill(run_dir, template, num, out, label, guidance, temperature, sampler, s
         click.echo(text)
     if out is not None:
         _write_samples(recipe, filled, out, run_dir)
+
+
+_VERB_WORDS = {"inpaint": "does not inpaint", "infill": "does not fill templates", "plan": "does not plan",
+               "calibrate": "cannot be calibrated"}
+
+
+def _require_verb(recipe, verb: str) -> None:
+    """A usage error when ``recipe`` lacks ``verb``, naming the recipes that have it."""
+    if verb not in recipe.verbs():
+        from .recipes import RECIPES
+
+        having = [name for name, other in RECIPES.items() if verb in other.verbs()]
+        raise click.UsageError(f"recipe {recipe.name!r} {_VERB_WORDS[verb]} (these do: {', '.join(having)})")
 
 
 def _write_samples(recipe, drawn, out: Path, run_dir: Path) -> None:
@@ -299,8 +319,7 @@ def plan(run_dir, episodes, out, sampler, steps, seed, progress):
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    if recipe.plan is None:
-        raise click.UsageError(f"recipe {recipe.name!r} does not plan (the trajectory recipes do)")
+    _require_verb(recipe, "plan")
     report = recipe.plan(run_dir, episodes=episodes, seed=seed, sampler=sampler, steps=steps,
                          progress=_progress(progress))
     if out is not None:
@@ -329,9 +348,7 @@ def calibrate(run_dir, steps_list, sampler, num, evals, seed):
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
-    if recipe.calibration is None:
-        raise click.UsageError(f"recipe {recipe.name!r} cannot be calibrated (toy2d, image, audio, text and "
-                               f"trajectory runs can)")
+    _require_verb(recipe, "calibrate")
     saved = load_config(run_dir)["config"]
     sampler = sampler or saved.get("sampler", "unipc")
     steps_list = list(steps_list) or [saved.get("sample_steps", 10)]

@@ -119,8 +119,7 @@ def test_resume_continues_the_audio_run_exactly(tone_folder, tmp_path):
     assert all(torch.equal(straight[k], again[k]) for k in straight)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-                    reason="needs Debian's espeak-ng and flite (apt-get install espeak-ng flite)")
+@pytest.mark.requires("tts")
 def test_spoken_digits_trains_and_is_judged_by_the_bundled_classifier(tmp_path, monkeypatch):
     monkeypatch.setenv("MULTIDIFF_CACHE", str(tmp_path / "cache"))
     result = CliRunner().invoke(main, ["train", "spoken_digits", "--steps", "2", "--batch-size", "8", "--out",

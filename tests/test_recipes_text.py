@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-pytest.importorskip("transformers")
+pytestmark = pytest.mark.requires("transformers")
 
 from multidiff.cli import main  # noqa: E402
 from multidiff.core.samplers import SAMPLERS  # noqa: E402
@@ -243,7 +243,9 @@ def test_weight_decay_reaches_the_optimizer(tmp_path, monkeypatch):
         seen.append(engine)
         raise Stop
 
-    monkeypatch.setattr(text_recipe, "Trainer", spy)
+    from multidiff.recipes import base
+
+    monkeypatch.setattr(base, "Trainer", spy)  # the shared skeleton builds every recipe's engine
     for decay in ("0.25", "0"):
         with pytest.raises(Stop):
             recipe.train(make_config(recipe, {**tiny_options(data), "weight_decay": decay}), tmp_path / f"run{decay}")
@@ -280,7 +282,7 @@ def test_self_conditioned_model_trains_reloads_and_samples(tmp_path):
         return forward(x, sigma, cond, previous, allowed)
 
     model.forward = spy
-    drawn = text_recipe._draw(model, text_recipe.read_config(run), text_recipe.TextTokenizer.load(run), 1, num=40,
+    drawn = text_recipe.draw(model, text_recipe.read_config(run), text_recipe.TextTokenizer.load(run), 1, num=40,
                               seed=1)
     assert calls == [False] + [True] * (len(calls) - 1) and len(calls) == 8
     grammar = {f"{s} {v} {p}" for s, v, p in itertools.product(SUBJECTS, VERBS, PLACES)}

@@ -2,15 +2,12 @@
 the plan picture, sample, the Planner from the run folder in the real env) and a value-guided
 Pendulum run on your own offline file, plus the errors on bad settings and bad data."""
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-pytest.importorskip("gymnasium")
-if importlib.util.find_spec("gymnasium_robotics") is None or importlib.util.find_spec("mujoco") is None:
-    pytest.skip("needs PointMaze: pip install gymnasium-robotics mujoco", allow_module_level=True)
+pytestmark = pytest.mark.requires("gymnasium", "pointmaze")
 
 from multidiff.adapters.trajectory import Planner  # noqa: E402
 from multidiff.data import trajectory as T  # noqa: E402

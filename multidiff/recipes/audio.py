@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -39,34 +39,30 @@ import torch
 
 from ..adapters.audio import (INPAINT_TASKS, SpectrogramConfig, decode, encode, inpaint_frames, save_spectrograms,
                               save_wav, task_mask)
-from ..atomic import atomic_write, atomic_write_json
+from ..atomic import atomic_write
 from ..backbones import UNet1D, UNet1DConfig, UNet2D, UNet2DConfig
-from ..core.losses import WEIGHTINGS
-from ..core.precond import PRECONDITIONERS, Precond
-from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
-from ..core.schedules import SCHEDULES
-from ..data import ShuffledBatches
+from ..core.precond import Precond
+from ..core.samplers import default_sigmas
 from ..data.audio import AUDIO_DATASETS, AudioDataset, fitted_clips, label_pitch, load_audio_dataset
-from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
-from ..train.distributed import barrier
+from ..train import load_config
+from ..train.generate import draw as draw_samples
 from ..train.progress import sampling_progress
-from .common import (check_fields, config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
-                     loss_weighting, make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
+from .base import ClassConditionalConfig, Domain, check_label_guidance, first
+from .common import (check_fields, guided, label_dropout_objective, make_schedule, noise_embedding, sampling_device,
+                    seeded_model, threads_of)
+from .registry import register
 
 BACKBONES = ("unet1d", "unet2d")
-DEVICES = ("auto", "cpu", "cuda")
 SPEC_FIELDS = tuple(f.name for f in fields(SpectrogramConfig))
 
 
 @dataclass(frozen=True)
-class AudioConfig:
+class AudioConfig(ClassConditionalConfig):
     recipe: ClassVar[str] = "spoken_digits"
     # data
     dataset: str = "spoken_digits"  # one of multidiff.data.audio.AUDIO_DATASETS
     data_root: str = ""  # folder: your audio files (one subfolder per class, or none)
     clips_per_class: int = 300  # spoken_digits: training clips of each digit (the test split has 50 each)
-    conditional: bool = True  # class labels as conditioning
-    label_dropout: float = 0.1
     guidance: float = 2.0  # classifier-free guidance scale at sampling (1: the plain conditional model)
     # spectrogram (see multidiff.adapters.audio.SpectrogramConfig)
     sample_rate: int = 8000
@@ -83,47 +79,13 @@ class AudioConfig:
     peak: float = 0.9
     # model
     backbone: str = "unet1d"  # "unet1d" (mel bins as channels, convolutions over time) or "unet2d"
-    preset: str = "small"
-    width: int = 0  # base_channels; 0: the preset's
-    schedule: str = "edm"
-    prediction: str = "edm"
-    weighting: str = "edm"
-    sigma_data: float = 0.5
-    # training
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    decay: str = "cosine"
-    ema_decay: float = 0.999
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
-    compile: bool = False
-    threads: int = 0
-    # sampling and evaluation
-    sampler: str = "unipc"
-    sample_steps: int = 24
-    num_eval: int = 500
-    checkpoint_every: int = 1000
-    sample_every: int = 1000
-    resume: bool = False
 
     def __post_init__(self):
-        check_fields(self, {"dataset": AUDIO_DATASETS, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
-                            "weighting": WEIGHTINGS, "sampler": SAMPLERS, "backbone": BACKBONES, "device": DEVICES},
-                     at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "clips_per_class"),
-                     non_negative=("width", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every"),
-                     positive=("lr", "sigma_data"))
+        super().__post_init__()
+        check_fields(self, {"dataset": AUDIO_DATASETS, "backbone": BACKBONES}, at_least_one=("clips_per_class",))
         presets = ("tiny", "small", "medium", "base") if self.backbone == "unet1d" else ("tiny", "small", "base")
         if self.preset not in presets:
             raise ValueError(f"unknown {self.backbone} preset {self.preset!r}; choose one of: {', '.join(presets)}")
-        if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1 or self.guidance < 0:
-            raise ValueError(f"need label_dropout and ema_decay in [0, 1) and guidance >= 0, got "
-                             f"{self.label_dropout}, {self.ema_decay}, {self.guidance}")
-        if self.guidance != 1 and not self.conditional:
-            raise ValueError(f"guidance={self.guidance} needs a class-conditional model; set guidance=1 or "
-                             f"conditional=true")
         if self.dataset == "folder" and not self.data_root:
             raise ValueError("the folder dataset needs data_root=DIR (a folder of WAV files, one subfolder per "
                              "class or none)")
@@ -184,10 +146,13 @@ class NotesGPUConfig(SpokenDigitsGPUConfig):
 CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
                                          (SpokenDigitsConfig, NotesConfig, SpokenDigitsGPUConfig, NotesGPUConfig)}
 CLASSIFIER_DATASETS = ("spoken_digits", "notes")
-
-
-def default_out(config: AudioConfig) -> Path:
-    return Path("runs") / f"{config.recipe}-seed{config.seed}"
+DESCRIPTIONS = {
+    "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), "
+                     "temporal U-Net, Griffin-Lim to WAV, CPU, ~11 min",
+    "notes": "pitch- and instrument-conditional notes rendered by fluidsynth, temporal U-Net, CPU",
+    "spoken_digits_gpu": "spoken digits at 16 kHz, 64 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
+    "notes_gpu": "notes at 16 kHz, 128 mels x 1 s, 2-D U-Net (~36M), sized for one GPU",
+}
 
 
 # ---------------------------------------------------------------- data and model
@@ -227,70 +192,73 @@ def build_model(config: AudioConfig, num_classes: int) -> Precond:
                         config.sigma_data)
 
 
-# ---------------------------------------------------------------- train
+# ---------------------------------------------------------------- the domain
+
+
+class Audio(Domain):
+    name = "an audio"
+    configs = CONFIGS
+    examples = "clips"
+
+    def load_data(self, config: AudioConfig, *, progress: bool = False) -> AudioDataset:
+        data = load_data(config)
+        if config.conditional and data.num_classes < 2:
+            raise ValueError(f"{config.dataset!r} has one class, so it cannot be class-conditional; set "
+                             f"conditional=false guidance=1")
+        return data
+
+    def build_model(self, config: AudioConfig, data: AudioDataset) -> Precond:
+        return build_model(config, data.num_classes)
+
+    def training_set(self, config: AudioConfig, data: AudioDataset) -> dict:
+        x = encoded(data.train, data, config.spectrogram)  # (N, 1, n_mels, frames)
+        return {"x": x, "cond": data.train["label"]} if config.conditional else {"x": x}
+
+    def trainer_options(self, config: AudioConfig, data: AudioDataset) -> dict:
+        return {"loss_fn": label_dropout_objective(config, data.num_classes, config.conditional),
+                "on_sample": partial(_progress_grid, config=config, data=data)}
+
+    def run_info(self, config: AudioConfig, data: AudioDataset) -> dict:
+        return {"num_classes": data.num_classes, "class_names": list(data.class_names)}
+
+    def after_training(self, run_dir: Path, config: AudioConfig, data: AudioDataset, ema: Precond, *,
+                       progress: bool) -> dict:
+        with threads_of(config):
+            num = min(config.num_eval, len(data.train["audio"]))  # as evaluate(): the floor needs as many clips
+            drawn = draw(ema, config, data.num_classes, num=num, seed=0, progress=progress)
+            report = _evaluate(config, data, drawn)
+        write_samples(first(drawn, 40), run_dir / "samples", run_dir)
+        return report
+
+
+
+
+
+def default_out(config: AudioConfig) -> Path:
+    return DOMAIN.default_out(config)
 
 
 def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | None = None, *,
           progress: bool = False) -> Path:
-    """Train, save, sample and evaluate; the run folder gets config.json, model/ema.safetensors,
-    metrics.jsonl, checkpoints/, progress/step-N.png, samples.png/.npz, samples/ (WAVs) and eval.json."""
-    run_dir = Path(out) if out is not None else default_out(config)
-    data = load_data(config)
-    spec = config.spectrogram
-    x = encoded(data.train, data, spec)  # (N, 1, n_mels, frames)
-    if config.batch_size > len(x):
-        raise ValueError(f"batch_size ({config.batch_size}) exceeds the {len(x)} training clips of "
-                         f"{config.dataset!r}")
-    conditional = config.conditional and data.num_classes > 1
-    if config.conditional and not conditional:
-        raise ValueError(f"{config.dataset!r} has one class, so it cannot be class-conditional; set "
-                         f"conditional=false guidance=1")
-    model = build_model(config, data.num_classes)
-    train_set = {"x": x, "cond": data.train["label"]} if conditional else {"x": x}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loss_fn = partial(label_dropout_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
-                      null_class=data.num_classes, dropout=config.label_dropout if conditional else 0.0)
-    on_sample = partial(_progress_grid, config=config, data=data)
-    with threads_of(config):
-        trainer = Trainer(model, engine_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
-                          progress=progress, device=device_of(config))
-        if not config.resume and trainer.dist.is_main:
-            remove_checkpoints(run_dir)
-        result = trainer.fit(ShuffledBatches(train_set, config.batch_size, seed=config.seed), resume=config.resume)
-        if not trainer.dist.is_main:
-            barrier(trainer.dist)
-            return run_dir
-        save_pretrained(result.model, {"recipe": config.recipe, "num_classes": data.num_classes,
-                                       "class_names": list(data.class_names), **asdict(config)},
-                        run_dir, ema=result.ema)
-        num = min(config.num_eval, len(x))  # as evaluate(): the floor needs as many training clips
-        drawn = _draw(result.ema, config, data.num_classes, num=num, seed=0, progress=progress)
-        report = _evaluate(config, data, drawn)
-    report.update(train_seconds=round(result.seconds, 2), steps=result.step, final_loss=final_loss(run_dir))
-    atomic_write_json(run_dir / "eval.json", report)
-    write_samples(_first(drawn, 40), run_dir / "samples", run_dir)
-    barrier(trainer.dist)
-    return run_dir
-
-
-def _first(drawn: dict, n: int) -> dict:
-    return {key: value[:n] if isinstance(value, torch.Tensor) and value.ndim else value
-            for key, value in drawn.items()}
+    """Train, save, sample and evaluate (:meth:`Domain.train`); the run folder gets config.json,
+    model/ema.safetensors, metrics.jsonl, checkpoints/, progress/step-N.png, samples.png/.npz,
+    samples/ (WAVs) and eval.json."""
+    return DOMAIN.train(config, out, progress=progress)
 
 
 def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config: AudioConfig, data: AudioDataset) -> None:
     """Spectrograms drawn during training (no Griffin-Lim, to stay cheap)."""
     if run_dir is None:
         return
-    drawn = _draw(ema, config, data.num_classes, num=20, seed=0, waveforms=False)
+    drawn = draw(ema, config, data.num_classes, num=20, seed=0, waveforms=False)
     save_spectrograms(drawn["spectrograms"], run_dir / "progress" / f"step-{step:07d}.png",
-                      titles=_titles(drawn, list(data.class_names)))
+                      titles=titles(drawn, list(data.class_names)))
 
 
 # ---------------------------------------------------------------- sampling
 
 
-def _draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, seed: int = 0,
+def draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, seed: int = 0,
           label: int | None = None, guidance: float | None = None, sampler: str | None = None,
           steps: int | None = None, progress: bool = False, waveforms: bool = True) -> dict:
     """``{"samples": (num, clip_samples) waveforms in [-1, 1], "spectrograms": (num, 1, F, T) model
@@ -309,11 +277,9 @@ def _draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, se
         labels = torch.arange(num) % num_classes if label is None else torch.full((num,), label)
         cond, out["labels"] = labels.to(device), labels
         denoiser = guided(model, num_classes, guidance)
-    x = (torch.randn((num, *spec.shape), generator=generator) * sigmas[0]).to(device)
-    options = {} if cond is None else {"cond": cond}
     start = time.perf_counter()
-    with sampling_progress(len(sigmas) - 1, f"sample ({sampler})", progress) as callback, torch.no_grad():
-        x = run_sampler(denoiser, x, sigmas, method=sampler, generator=generator, callback=callback, **options)
+    x = draw_samples(denoiser, (num, *spec.shape), sigmas, sampler=sampler, generator=generator, device=device,
+                     cond=cond, progress=progress)
     out["network_seconds"] = time.perf_counter() - start
     out["spectrograms"] = x.float().cpu().clamp(-1, 1)
     if waveforms:
@@ -337,7 +303,7 @@ def calibration_problem(run_dir: str | os.PathLike, num: int):
 
 
 def read_config(run_dir: str | os.PathLike) -> AudioConfig:
-    return config_from_saved(run_dir, load_config(run_dir)["config"], CONFIGS, "an audio")
+    return DOMAIN.read_config(run_dir)
 
 
 def _run_classes(run_dir) -> list[str]:
@@ -346,22 +312,7 @@ def _run_classes(run_dir) -> list[str]:
 
 
 def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, AudioConfig]:
-    model, saved = from_pretrained(run_dir, device=device)
-    return model, config_from_saved(run_dir, saved, CONFIGS, "an audio")
-
-
-def _check_label_guidance(config: AudioConfig, num_classes: int, label, guidance) -> None:
-    conditional = config.conditional and num_classes > 1
-    if label is not None:
-        if not conditional:
-            raise ValueError(f"this {config.recipe} run is not class-conditional, so it takes no label")
-        if not 0 <= label < num_classes:
-            raise ValueError(f"label must be in [0, {num_classes}) for {config.recipe}, got {label}")
-    if guidance is not None:
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
-        if guidance != 1 and not conditional:
-            raise ValueError(f"this {config.recipe} run is not class-conditional; guidance needs labels")
+    return DOMAIN.load_run(run_dir, device)
 
 
 def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
@@ -371,10 +322,10 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
         raise ValueError(f"num must be >= 1, got {num}")
     config = read_config(run_dir)
     classes = _run_classes(run_dir)
-    _check_label_guidance(config, len(classes), label, guidance)
+    check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
     model, _ = load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
-        drawn = _draw(model, config, len(classes), num=num, seed=seed, label=label, guidance=guidance,
+        drawn = draw(model, config, len(classes), num=num, seed=seed, label=label, guidance=guidance,
                       sampler=sampler, steps=steps, progress=progress)
     drawn["class_names"] = classes
     return drawn
@@ -394,7 +345,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     if reconstruction_scale < 0:
         raise ValueError(f"reconstruction_scale must be >= 0, got {reconstruction_scale}")
     classes = _run_classes(run_dir)
-    _check_label_guidance(config, len(classes), label, guidance)
+    check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
     if guidance is not None and label is None:
         raise ValueError("guidance steers towards a label; give --label too (without one the gap is filled "
                          "unconditionally)")
@@ -457,7 +408,7 @@ def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str
 
 def _evaluate(config: AudioConfig, data: AudioDataset, drawn: dict, *, sampler=None, steps=None, guidance=None,
               seed: int = 0) -> dict:
-    from ..metrics.audio import evaluate_audio, load_audio_classifier, pitch_accuracy
+    from ..metrics.audio import evaluate_audio, load_audio_classifier, pitch_accuracy, vocoder_floor
 
     spec = config.spectrogram
     n = len(drawn["samples"])
@@ -485,33 +436,18 @@ def _evaluate(config: AudioConfig, data: AudioDataset, drawn: dict, *, sampler=N
     report.update({key: metrics[key] for key in ("frechet", "frechet_floor", "frechet_floor_std",
                                                  "classifier_accuracy", "classifier_test_accuracy")})
     report["frechet_over_floor"] = metrics["frechet"] / metrics["frechet_floor"]
-    report.update(vocoder_floor(config, data, n, real_test, classifier, classifier_spec, seed=seed))
-    return report
-
-
-def vocoder_floor(config: AudioConfig, data: AudioDataset, n: int, real_test: torch.Tensor, classifier,
-                  classifier_spec: SpectrogramConfig, *, seed: int = 0) -> dict:
-    """What a perfect spectrogram model would score after this run's decoder: ``n`` real training
-    clips through wav -> log-mel -> Griffin-Lim -> wav, judged like samples (Frechet against the test
-    clips, classifier accuracy on their true labels). The gap between this and the real-vs-real floor
-    is the vocoder's; the gap between the samples and this is the model's."""
-    from ..metrics.audio import evaluate_audio
-
-    spec = config.spectrogram
     pick = torch.randperm(len(data.train["audio"]), generator=torch.Generator().manual_seed(seed))[:n]
     clips = fitted_clips({"audio": [data.train["audio"][i] for i in pick]}, data.sample_rate, spec)
-    round_trip = decode(encode(clips, spec), spec, seed=seed)
     labels = data.train["label"][pick] if config.conditional and data.num_classes > 1 else None
-    metrics = evaluate_audio(round_trip, spec.sample_rate, labels, real_test, None, classifier_spec.sample_rate,
-                             classifier, classifier_spec, seed=seed)
-    return {"frechet_vocoder_floor": metrics["frechet"], "classifier_accuracy_vocoder_floor":
-            metrics["classifier_accuracy"]}
+    report.update(vocoder_floor(clips, labels, spec, real_test, classifier, classifier_spec, seed=seed))
+    return report
 
 
 # ---------------------------------------------------------------- writing samples
 
 
-def _titles(drawn: dict, class_names: list[str] | None) -> list[str] | None:
+def titles(drawn: dict, class_names: list[str] | None) -> list[str] | None:
+    """The class name of each drawn clip (None for an unconditional draw)."""
     if "labels" not in drawn or not class_names:
         return None
     return [class_names[int(k)] if int(k) < len(class_names) else str(int(k)) for k in drawn["labels"]]
@@ -526,7 +462,7 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     class_names = drawn.get("class_names") or (_run_classes(run_dir) if run_dir is not None else None)
-    titles = _titles(drawn, class_names)
+    names = titles(drawn, class_names)
     spectrograms = drawn["spectrograms"]
     spec = read_config(run_dir).spectrogram if run_dir is not None else None
     if "masked" in drawn:
@@ -535,12 +471,12 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
             part = slice(start, start + 10)
             rows.append(torch.cat([drawn["masked"][part], spectrograms[part], drawn["reference"][part]]))
             count = len(spectrograms[part])
-            names = (titles or [""] * len(spectrograms))[part]
-            row_titles += [f"input {t}" for t in names] + [f"filled {t}" for t in names] + ["original"] * count
+            part_names = (names or [""] * len(spectrograms))[part]
+            row_titles += [f"input {t}" for t in part_names] + [f"filled {t}" for t in part_names] + ["original"] * count
         picture = save_spectrograms(torch.cat(rows), stem.with_name(stem.name + ".png"),
                                     ncol=min(10, len(spectrograms)), titles=row_titles, spec=spec)
     else:
-        picture = save_spectrograms(spectrograms, stem.with_name(stem.name + ".png"), titles=titles, spec=spec)
+        picture = save_spectrograms(spectrograms, stem.with_name(stem.name + ".png"), titles=names, spec=spec)
     paths = [picture]
     if npz:
         arrays = {key: value.numpy().astype(np.float32) if torch.is_floating_point(value) else value.numpy()
@@ -555,11 +491,16 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
         folder = stem.with_name(stem.name)
         folder.mkdir(parents=True, exist_ok=True)
         for i, wave in enumerate(drawn["samples"]):
-            name = f"{i:04d}" + (f"-{titles[i].replace(' ', '_').replace('/', '_')}" if titles else "") + ".wav"
+            name = f"{i:04d}" + (f"-{names[i].replace(' ', '_').replace('/', '_')}" if names else "") + ".wav"
             save_wav(wave, folder / name, drawn["sample_rate"])
         paths.append(folder)
     return paths
 
 
-__all__ = ["AudioConfig", "CONFIGS", "NotesConfig", "NotesGPUConfig", "SpokenDigitsConfig", "SpokenDigitsGPUConfig",
-           "build_model", "evaluate", "inpaint_test", "load_run", "read_config", "sample", "train", "write_samples"]
+DOMAIN = Audio(sample=sample, evaluate=evaluate, write_samples=write_samples, inpaint=inpaint_test,
+               calibration=calibration_problem)
+register(DOMAIN, DESCRIPTIONS)
+
+
+__all__ = ["AudioConfig", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig", "SpokenDigitsConfig",
+           "SpokenDigitsGPUConfig", "build_model", "draw", "titles", "evaluate", "inpaint_test", "load_run", "read_config", "sample", "train", "write_samples"]

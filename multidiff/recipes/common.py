@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -83,6 +84,14 @@ def label_dropout_loss(model: Precond, batch: dict, generator: torch.Generator, 
     return denoising_loss(model, x0, sigma, weighting=weighting, cond=cond, generator=generator)
 
 
+def label_dropout_objective(config, num_classes: int, conditional: bool):
+    """The engine's ``loss_fn`` of a class-conditional recipe: :func:`label_dropout_loss` with the
+    config's weighting, the null class ``num_classes`` and ``config.label_dropout`` (0 when the run
+    is unconditional)."""
+    return partial(label_dropout_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
+                   null_class=num_classes, dropout=config.label_dropout if conditional else 0.0)
+
+
 def guided(model: Precond, num_classes: int, guidance: float):
     """``model`` under classifier-free guidance of scale ``guidance`` with the null class
     ``num_classes`` (the model itself when ``guidance == 1``)."""
@@ -93,9 +102,10 @@ def guided(model: Precond, num_classes: int, guidance: float):
 
 def device_of(config) -> str | None:
     """The engine's device for a recipe config with ``device`` in auto/cpu/cuda (None: auto)."""
-    if config.device == "cuda" and not torch.cuda.is_available():
+    device = getattr(config, "device", "auto")  # toy2d's config has no device: auto
+    if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu (or auto)")
-    return None if config.device == "auto" else config.device
+    return None if device == "auto" else device
 
 
 def threads_of(config):

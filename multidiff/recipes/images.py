@@ -30,7 +30,7 @@ agree with the low-resolution input.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -40,29 +40,26 @@ import torch
 
 from ..adapters.image import (decode, downsample, encode, low_res_error, save_grid, super_resolution_data,
                               training_data, upsample)
+from ..atomic import atomic_write
 from ..backbones import DiT, DiTConfig, UNet2D, UNet2DConfig
-from ..core.losses import WEIGHTINGS
-from ..core.precond import PRECONDITIONERS, Precond
-from ..core.samplers import SAMPLERS, default_sigmas, sample as run_sampler
-from ..core.schedules import SCHEDULES
-from ..data import ShuffledBatches
+from ..core.precond import Precond
+from ..core.samplers import default_sigmas
 from ..data.images import IMAGE_DATASETS, ImageDataset, load_image_dataset
-from ..train import Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
-from ..atomic import atomic_write, atomic_write_json
-from ..train.distributed import barrier
+from ..train.generate import draw as draw_samples
 from ..train.progress import sampling_progress
-from .common import (check_fields, config_from_saved, device_of, engine_config, final_loss, guided, label_dropout_loss,
-                     loss_weighting, make_schedule, noise_embedding, sampling_device, seeded_model, threads_of)
+from .base import ClassConditionalConfig, Domain, check_label_guidance, first
+from .common import (check_fields, guided, label_dropout_loss, label_dropout_objective, make_schedule,
+                    noise_embedding, sampling_device, seeded_model, threads_of)
+from .registry import register
 
 TASKS = ("generate", "superres")
 BACKBONES = ("unet", "dit")
-DEVICES = ("auto", "cpu", "cuda")
 SUPERRES_FACTOR = 2
 CLASSIFIER_DATASETS = ("digits", "mnist5k", "fashion")  # those with a bundled feature classifier
 
 
 @dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(ClassConditionalConfig):
     recipe: ClassVar[str] = "digits"
     # data
     dataset: str = "digits"  # one of multidiff.data.images.IMAGE_DATASETS
@@ -70,60 +67,26 @@ class ImageConfig:
     image_size: int = 32  # folder only: the side images are resized to
     grayscale: bool = False  # folder only
     task: str = "generate"  # "generate" (samples of the data) or "superres" (2x, from the low-res image)
-    conditional: bool = True  # class labels as conditioning (generate only)
-    label_dropout: float = 0.1  # probability of the null label in training, for classifier-free guidance
-    guidance: float = 1.0  # classifier-free guidance scale at sampling (1: the plain conditional model)
     # model
     backbone: str = "unet"  # "unet" (UNet2D) or "dit" (DiT)
     preset: str = "tiny"  # the backbone's size preset: tiny, small or base
-    width: int = 0  # base_channels (unet) or hidden_size (dit); 0: the preset's
-    schedule: str = "edm"  # one of multidiff.core.schedules.SCHEDULES
-    prediction: str = "edm"  # one of multidiff.core.precond.PRECONDITIONERS
-    weighting: str = "edm"  # one of multidiff.core.losses.WEIGHTINGS
-    sigma_data: float = 0.5
     # training
     steps: int = 4000
     batch_size: int = 128
     lr: float = 2e-3
-    warmup_steps: int = 200
-    decay: str = "cosine"  # to lr / 10 at the last step
-    ema_decay: float = 0.999
-    seed: int = 0  # initial weights, training noise and batch order (the data split is fixed)
-    device: str = "auto"  # auto: CUDA when available
-    bf16: bool = True  # bf16 autocast of the backbone on CUDA (ignored on the CPU)
-    compile: bool = False  # torch.compile the backbone
-    threads: int = 0  # torch CPU threads; 0: torch's default
     # sampling and evaluation
-    sampler: str = "unipc"  # one of multidiff.core.samplers.SAMPLERS
-    sample_steps: int = 24
     num_eval: int = 1000  # samples drawn for eval.json (at most the training-set size: the floor needs as many)
-    # run folder
-    checkpoint_every: int = 1000  # 0: only at the end
-    sample_every: int = 1000  # a grid in RUN/progress/ every so many steps; 0: never
-    resume: bool = False
 
     def __post_init__(self):
-        check_fields(self, {"dataset": IMAGE_DATASETS, "schedule": SCHEDULES, "prediction": PRECONDITIONERS,
-                            "weighting": WEIGHTINGS, "sampler": SAMPLERS, "task": TASKS, "backbone": BACKBONES,
-                            "device": DEVICES},
-                     at_least_one=("steps", "batch_size", "sample_steps", "num_eval", "image_size"),
-                     non_negative=("width", "warmup_steps", "seed", "threads", "checkpoint_every", "sample_every"),
-                     positive=("lr", "sigma_data"))
+        super().__post_init__()
+        check_fields(self, {"dataset": IMAGE_DATASETS, "task": TASKS, "backbone": BACKBONES},
+                     at_least_one=("image_size",))
         presets = ("tiny", "small", "base")
         if self.preset not in presets:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(presets)}")
-        if not 0 <= self.label_dropout < 1:
-            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.guidance < 0:
-            raise ValueError(f"guidance must be >= 0 (1: no guidance), got {self.guidance}")
         if self.task == "superres" and self.conditional:
             raise ValueError("the superres task is conditioned on the low-resolution image, not on labels; "
                              "set conditional=false")
-        if self.guidance != 1 and not self.conditional:
-            raise ValueError(f"guidance={self.guidance} needs a class-conditional model; set guidance=1 or "
-                             f"conditional=true")
         if self.dataset == "folder" and not self.data_root:
             raise ValueError("the folder dataset needs data_root=PATH (a folder of PNG/JPEG files)")
 
@@ -174,10 +137,12 @@ class SuperResConfig(ImageConfig):
 
 CONFIGS: dict[str, type[ImageConfig]] = {cls.recipe: cls for cls in
                                          (DigitsConfig, FashionUNetConfig, FashionDiTConfig, SuperResConfig)}
-
-
-def default_out(config: ImageConfig) -> Path:
-    return Path("runs") / f"{config.recipe}-seed{config.seed}"
+DESCRIPTIONS = {
+    "digits": "class-conditional U-Net on sklearn's 8x8 digits with classifier-free guidance, CPU, ~4 min",
+    "fashion_unet": "class-conditional U-Net (~36M) on Fashion-MNIST 28x28, sized for one GPU",
+    "fashion_dit": "class-conditional DiT-S/2 (~32M) on Fashion-MNIST 28x28, sized for one GPU",
+    "superres": "2x super-resolution of MNIST-5k digits (14x14 -> 28x28), U-Net conditioned on the low-res image",
+}
 
 
 # ---------------------------------------------------------------- data and model
@@ -215,59 +180,64 @@ def build_model(config: ImageConfig, shape: tuple[int, int, int], num_classes: i
                         config.sigma_data)
 
 
-# ---------------------------------------------------------------- train
+# ---------------------------------------------------------------- the domain
+
+
+class Images(Domain):
+    name = "an image"
+    configs = CONFIGS
+    examples = "images"
+
+    def load_data(self, config: ImageConfig, *, progress: bool = False) -> ImageDataset:
+        data = load_data(config)
+        if config.task == "superres" and (data.shape[1] % SUPERRES_FACTOR or data.shape[2] % SUPERRES_FACTOR):
+            raise ValueError(f"super-resolution by {SUPERRES_FACTOR} needs an image size divisible by it, got "
+                             f"{data.shape[1]}x{data.shape[2]}")
+        return data
+
+    def build_model(self, config: ImageConfig, data: ImageDataset) -> Precond:
+        return build_model(config, data.shape, data.num_classes)  # checks the image size against the backbone
+
+    def training_set(self, config: ImageConfig, data: ImageDataset) -> dict:
+        return training_set(config, data)
+
+    def trainer_options(self, config: ImageConfig, data: ImageDataset) -> dict:
+        return {"loss_fn": label_dropout_objective(config, data.num_classes, config.conditional),
+                "on_sample": partial(_progress_grid, config=config, data=data)}
+
+    def run_info(self, config: ImageConfig, data: ImageDataset) -> dict:
+        return {"num_classes": data.num_classes}
+
+    def after_training(self, run_dir: Path, config: ImageConfig, data: ImageDataset, ema: Precond, *,
+                       progress: bool) -> dict:
+        with threads_of(config):
+            num = min(config.num_eval, len(data.train["x"]))
+            drawn = draw(ema, config, data, num=num, seed=0, progress=progress)
+            report = _evaluate(config, data, drawn)
+        write_samples(first(drawn, 100), run_dir / "samples", run_dir)
+        return report
+
+
+
+
+
+def default_out(config: ImageConfig) -> Path:
+    return DOMAIN.default_out(config)
 
 
 def train(config: ImageConfig = DigitsConfig(), out: str | os.PathLike | None = None, *,
           progress: bool = False) -> Path:
-    """Train, save, sample and evaluate; returns the run folder with config.json,
-    model/ema.safetensors, metrics.jsonl, checkpoints/, progress/step-N.png,
-    samples.png/.npz and eval.json. Without ``config.resume`` earlier checkpoints
-    are deleted; with it, the run continues from the newest one."""
-    run_dir = Path(out) if out is not None else default_out(config)
-    data = load_data(config)
-    if config.task == "superres" and (data.shape[1] % SUPERRES_FACTOR or data.shape[2] % SUPERRES_FACTOR):
-        raise ValueError(f"super-resolution by {SUPERRES_FACTOR} needs an image size divisible by it, got "
-                         f"{data.shape[1]}x{data.shape[2]}")
-    model = build_model(config, data.shape, data.num_classes)  # checks the image size against the backbone
-    train_set = training_set(config, data)
-    if config.batch_size > len(data.train["x"]):
-        raise ValueError(f"batch_size ({config.batch_size}) exceeds the {len(data.train['x'])} training images of "
-                         f"{config.dataset!r}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loss_fn = partial(label_dropout_loss, weighting=loss_weighting(config.weighting, config.sigma_data),
-                      null_class=data.num_classes, dropout=config.label_dropout if config.conditional else 0.0)
-    on_sample = partial(_progress_grid, config=config, data=data)
-    with threads_of(config):
-        trainer = Trainer(model, engine_config(config), run_dir=run_dir, loss_fn=loss_fn, on_sample=on_sample,
-                          progress=progress, device=device_of(config))
-        if not config.resume and trainer.dist.is_main:
-            remove_checkpoints(run_dir)
-        result = trainer.fit(ShuffledBatches(train_set, config.batch_size, seed=config.seed), resume=config.resume)
-        if not trainer.dist.is_main:
-            barrier(trainer.dist)  # wait for rank 0's export and evaluation
-            return run_dir
-        save_pretrained(result.model, {"recipe": config.recipe, "num_classes": data.num_classes, **asdict(config)},
-                        run_dir, ema=result.ema)
-        num = min(config.num_eval, len(data.train["x"]))
-        drawn = _draw(result.ema, config, data, num=num, seed=0, progress=progress)
-        report = _evaluate(config, data, drawn)
-    report.update(train_seconds=round(result.seconds, 2), steps=result.step, final_loss=final_loss(run_dir))
-    atomic_write_json(run_dir / "eval.json", report)
-    write_samples(_first(drawn, 100), run_dir / "samples", run_dir)
-    barrier(trainer.dist)
-    return run_dir
-
-
-def _first(drawn: dict, n: int) -> dict:
-    return {key: value[:n] for key, value in drawn.items()}
+    """Train, save, sample and evaluate (:meth:`Domain.train`); the run folder gets config.json,
+    model/ema.safetensors, metrics.jsonl, checkpoints/, progress/step-N.png, samples.png/.npz and
+    eval.json."""
+    return DOMAIN.train(config, out, progress=progress)
 
 
 def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config: ImageConfig, data: ImageDataset) -> None:
     """The grid written during training: 10 per row (one class per column when conditional)."""
     if run_dir is None:
         return
-    drawn = _draw(ema, config, data, num=min(100, len(data.test["x"])), seed=0)
+    drawn = draw(ema, config, data, num=min(100, len(data.test["x"])), seed=0)
     write_samples(drawn, run_dir / "progress" / f"step-{step:07d}", run_dir, npz=False)
 
 
@@ -278,9 +248,9 @@ def _guided(model: Precond, config: ImageConfig, num_classes: int, guidance: flo
     return guided(model, num_classes, guidance if config.conditional else 1.0)
 
 
-def _draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, seed: int = 0,
-          label: int | None = None, guidance: float | None = None, sampler: str | None = None,
-          steps: int | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
+def draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, seed: int = 0,
+         label: int | None = None, guidance: float | None = None, sampler: str | None = None,
+         steps: int | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
     """Samples in data space ``{"samples": (num, C, H, W) in [0, 1], "labels": (num,)}``, labels
     cycling through the classes (or all ``label``); for superres, ``num`` test images
     super-resolved, with ``low_res`` and ``reference`` beside them."""
@@ -304,10 +274,8 @@ def _draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, 
             labels = torch.arange(num) % data.num_classes if label is None else torch.full((num,), label)
             cond, out["labels"] = labels.to(device), labels
         denoiser, shape = _guided(model, config, data.num_classes, guidance), (num, *data.shape)
-    x = (torch.randn(shape, generator=generator) * sigmas[0]).to(device)
-    options = {} if cond is None else {"cond": cond}
-    with sampling_progress(len(sigmas) - 1, f"sample ({sampler})", progress) as callback, torch.no_grad():
-        x = run_sampler(denoiser, x, sigmas, method=sampler, generator=generator, callback=callback, **options)
+    x = draw_samples(denoiser, shape, sigmas, sampler=sampler, generator=generator, device=device, cond=cond,
+                     progress=progress)
     return {"samples": decode(x.float().cpu()), **out}
 
 
@@ -315,12 +283,11 @@ def _draw(model: Precond, config: ImageConfig, data: ImageDataset, *, num: int, 
 
 
 def read_config(run_dir: str | os.PathLike) -> ImageConfig:
-    return config_from_saved(run_dir, load_config(run_dir)["config"], CONFIGS, "an image")
+    return DOMAIN.read_config(run_dir)
 
 
 def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, ImageConfig]:
-    model, saved = from_pretrained(run_dir, device=device)
-    return model, config_from_saved(run_dir, saved, CONFIGS, "an image")
+    return DOMAIN.load_run(run_dir, device)
 
 
 def calibration_problem(run_dir: str | os.PathLike, num: int):
@@ -337,11 +304,6 @@ def calibration_problem(run_dir: str | os.PathLike, num: int):
                               cond, config.sigma_data)
 
 
-def _check_label(config: ImageConfig, num_classes: int, label: int) -> None:
-    if not 0 <= label < num_classes:
-        raise ValueError(f"label must be in [0, {num_classes}) for {config.dataset!r}, got {label}")
-
-
 def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
            seed: int = 0, progress: bool = False, label: int | None = None,
            guidance: float | None = None) -> dict[str, torch.Tensor]:
@@ -351,21 +313,12 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
         raise ValueError(f"num must be >= 1, got {num}")
     config = read_config(run_dir)
     data = load_data(config)
-    num_classes = data.num_classes
-    if label is not None:
-        if not config.conditional:
-            raise ValueError(f"this {config.recipe} run is not class-conditional, so it takes no label")
-        _check_label(config, num_classes, label)
-    if guidance is not None:
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
-        if guidance != 1 and not config.conditional:
-            raise ValueError(f"this {config.recipe} run is not class-conditional; guidance needs labels")
+    check_label_guidance(config.recipe, config.conditional, data.num_classes, label, guidance)
     if config.task == "superres" and num > len(data.test["x"]):
         raise ValueError(f"superres samples test images; num must be <= {len(data.test['x'])}, got {num}")
     model, _ = load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
-        return _draw(model, config, data, num=num, seed=seed, label=label, guidance=guidance, sampler=sampler,
+        return draw(model, config, data, num=num, seed=seed, label=label, guidance=guidance, sampler=sampler,
                      steps=steps, progress=progress)
 
 
@@ -392,8 +345,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = "
         raise ValueError(f"inpainting fills test images; num must be in [1, {len(data.test['x'])}], got {num}")
     if (label is not None or guidance is not None) and not config.conditional:
         raise ValueError(f"this {config.recipe} run is not class-conditional, so it takes no label or guidance")
-    if label is not None:
-        _check_label(config, data.num_classes, label)
+    check_label_guidance(config.recipe, config.conditional, data.num_classes, label, None)
     if guidance is not None and label is None:
         raise ValueError("guidance steers towards a label; give --label too (without one the hole is filled "
                          "unconditionally)")
@@ -438,7 +390,7 @@ def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str
 
 def _evaluate(config: ImageConfig, data: ImageDataset, drawn: dict, *, sampler=None, steps=None, guidance=None,
               seed: int = 0) -> dict:
-    from ..metrics.classifier import evaluate_images, load_classifier
+    from ..metrics.images import evaluate_images, load_classifier
 
     report = {"recipe": config.recipe, "dataset": config.dataset, "task": config.task,
               "num": len(drawn["samples"]), "sampler": config.sampler if sampler is None else sampler,
@@ -509,6 +461,11 @@ def write_samples(drawn: dict[str, torch.Tensor], stem: str | os.PathLike, run_d
     return paths
 
 
-__all__ = ["CONFIGS", "DigitsConfig", "FashionDiTConfig", "FashionUNetConfig", "ImageConfig", "SuperResConfig",
+DOMAIN = Images(sample=sample, evaluate=evaluate, write_samples=write_samples, inpaint=inpaint_test,
+                calibration=calibration_problem)
+register(DOMAIN, DESCRIPTIONS)
+
+
+__all__ = ["CONFIGS", "DOMAIN", "draw", "DigitsConfig", "FashionDiTConfig", "FashionUNetConfig", "ImageConfig", "SuperResConfig",
            "build_model", "evaluate", "inpaint_test", "label_dropout_loss", "load_run", "read_config", "sample",
            "train", "write_samples"]
