@@ -69,7 +69,8 @@ def publish(args, name: str, lines: list[str], pictures: Callable[[], None]) -> 
     print(block)
     if not args.no_write:
         pictures()
-        write_block(DOC, name, block)
+        page = ROOT / "docs" / "results" / "images.md" if name in ("digits_inpainting", "fashion_cpu") else DOC
+        write_block(page, name, block)
 
 
 def nearest_distance(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -214,7 +215,7 @@ def inpainting(args) -> None:
     true label; beside the training-mean image pasted into the hole."""
     from multidiff.adapters.image import decode, encode, inpaint, inpaint_mask
     from multidiff.core.samplers import default_sigmas
-    from multidiff.metrics.classifier import evaluate_images, load_classifier
+    from multidiff.metrics.images import evaluate_images, load_classifier
 
     run_dir = args.run if args.run is not None else Path("runs") / "digits-benchmark"
     model, config = images.load_run(run_dir)

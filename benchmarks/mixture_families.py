@@ -11,7 +11,8 @@ its default grid and on grids calibrated on the family's own model
 (``calibrate_sigmas``, on noise of another seed). Batches hold 512 draws or
 BATCH_NUMBERS / dim where that is more.
 
-    python benchmarks/sampler_accuracy.py --families            # rewrites the families block of docs/benchmarks.md
+    python benchmarks/sampler_accuracy.py --families            # rewrites the families block of docs/results/mixture_families.md
+    python benchmarks/mixture_families.py --block               # the same (what sampler_accuracy.py --families runs)
     python benchmarks/mixture_families.py [--quick]             # prints only
     python benchmarks/mixture_families.py --cheap-calibration  # a cheaper calibration's ratios, prints only
     python benchmarks/mixture_families.py --dpmpp-3m-variants  # dpmpp_3m's two update rules, prints only
@@ -36,14 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sampler_accuracy import (MULTIDIFF_METHODS, best, diffusers_configs, md_table, multidiff_steps,  # noqa: E402
-                              reference_sigmas, rms, run_diffusers)
+from common import (MULTIDIFF_METHODS, best, code_version, diffusers_configs, md_table, multidiff_steps,  # noqa: E402
+                    reference_sigmas, rms, run_diffusers)
+from docblock import write_block  # noqa: E402
 
 from multidiff.core.gmm import GaussianMixture  # noqa: E402
 from multidiff.core.samplers import default_sigmas, sample  # noqa: E402
 from multidiff.core.samplers.calibrate import calibrate_sigmas, starting_grids  # noqa: E402
 from multidiff.core.schedules import VPLinear  # noqa: E402
 
+DOC = ROOT / "docs" / "results" / "mixture_families.md"
 NFES = (5, 10, 20)
 CALIBRATED_METHODS = ("unipc", "dpmpp_3m")
 CALIBRATION_EVALS_PER_STEP = 60
@@ -220,7 +223,8 @@ def calibrated_errors(problem: FamilyProblem, ref: torch.Tensor, reference_steps
 
 
 def diffusers_errors(problem: FamilyProblem, ref: torch.Tensor, nfes=NFES) -> dict:
-    """{(label, nfe): RMS error} of every stock diffusers configuration of sampler_accuracy.py."""
+    """{(label, nfe): RMS error} of every stock diffusers configuration of sampler_accuracy.py
+    (``common.diffusers_configs``)."""
     return {(cfg.label, n): rms(run_diffusers(problem, cfg, n, "timestep")[0], ref)
             for cfg in diffusers_configs() for n in nfes}
 
@@ -423,6 +427,10 @@ def stock_spacings(samples: int = 512, reference_steps: int = 2000, log=print) -
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="128 draws, 1000-step references")
+    parser.add_argument("--block", action="store_true",
+                        help="the docs block (the report and the code version): printed, and written between the "
+                             "sampler_families markers of docs/results/mixture_families.md unless --quick or --no-write")
+    parser.add_argument("--no-write", action="store_true", help="with --block: print it only")
     parser.add_argument("--cheap-calibration", action="store_true",
                         help="only the study of a cheaper calibration (unipc, a quarter of the calibration batch, "
                              "5 and 15 runs per step instead of 60)")
@@ -450,6 +458,12 @@ def main(argv=None) -> int:
         stock_spacings(samples=samples, reference_steps=steps)
         return 0
     rows, checks = sweep(samples, steps)
+    if args.block:
+        block = report(rows, checks, samples, steps) + f"\n{code_version('multidiff/core')}\n"
+        print(block)
+        if not (args.quick or args.no_write):
+            write_block(DOC, "sampler_families", block, append_if_missing=True)
+        return 0
     print(report(rows, checks, samples, steps))
     return 0
 

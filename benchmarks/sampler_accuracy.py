@@ -14,9 +14,9 @@ Run from the repository root::
     python benchmarks/sampler_accuracy.py            # full run, rewrites docs/
     python benchmarks/sampler_accuracy.py --quick    # smaller run, prints only
     python benchmarks/sampler_accuracy.py --mixture-seed 3 --no-write   # another mixture, prints only
-    python benchmarks/sampler_accuracy.py --families  # the sweep over mixture families (mixture_families.py)
+    python benchmarks/sampler_accuracy.py --families  # the sweep over mixture families (runs mixture_families.py)
 
-Writes the tables into ``docs/benchmarks.md`` between the markers
+Writes the tables into ``docs/results/samplers.md`` between the markers
 ``<!-- sampler_accuracy:start -->`` / ``<!-- sampler_accuracy:end -->`` and
 the plot to ``docs/img/sampler_accuracy.png``.
 """
@@ -38,19 +38,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import (MULTIDIFF_METHODS, DiffusersConfig, best, code_version, diffusers_configs, md_table,  # noqa: E402
+                    multidiff_steps, reference_sigmas, rms, run_diffusers)
 from docblock import write_block  # noqa: E402
 
 from multidiff.core.gmm import example_mixture  # noqa: E402
 from multidiff.core.samplers import SAMPLERS, sample  # noqa: E402
 from multidiff.core.schedules import VPLinear  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = ROOT / "docs" / "results" / "samplers.md"
 PLOT = ROOT / "docs" / "img" / "sampler_accuracy.png"
 
-MULTIDIFF_METHODS = ("euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm")
 SPACINGS = ("logsnr_jump", "karras", "logsnr", "trailing")  # run for every sampler, besides its own default
 TARGET_NFES = (5, 10, 20)  # where the 0.7x target applies
 TARGET_RATIO = 0.7
+CODE = "multidiff/core"  # the code these figures measure: a provenance line flags uncommitted changes in it
 
 
 @dataclass
@@ -104,10 +106,6 @@ class Problem:
         return denoiser
 
 
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).pow(2).mean().sqrt().item()
-
-
 def error_profile(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """(median per-sample RMS error, share of the total squared error from the worst 1% of samples)."""
     per = (a - b).pow(2).reshape(a.shape[0], -1).mean(1)
@@ -116,12 +114,6 @@ def error_profile(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- reference
-
-
-def reference_sigmas(sigma_max: float, sigma_min: float, steps: int) -> torch.Tensor:
-    """``steps`` log-uniform sigmas from sigma_max to sigma_min, then 0."""
-    sig = torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64))
-    return torch.cat([sig, sig.new_zeros(1)])
 
 
 def solve_reference(problem: Problem) -> tuple[torch.Tensor, list[dict]]:
@@ -155,14 +147,6 @@ def final_denoise_floor(problem: Problem, ref: torch.Tensor) -> float:
 # ---------------------------------------------------------------- multidiff
 
 
-def multidiff_steps(method: str, nfe: int) -> int:
-    """Largest step count whose NFE does not exceed the target."""
-    steps = nfe
-    while SAMPLERS[method].nfe(steps) > nfe:
-        steps -= 1
-    return steps
-
-
 def spacings_for(method: str) -> tuple[str, ...]:
     """The sampler's recommended spacing first, then the common ones."""
     default = SAMPLERS[method].spacing
@@ -175,122 +159,6 @@ def run_multidiff(problem: Problem, method: str, spacing: str, nfe: int) -> tupl
     counter = [0]
     out = sample(problem.counted(counter), problem.x_T.clone(), sigmas, method=method)
     return out, counter[0]
-
-
-# ---------------------------------------------------------------- diffusers
-
-
-@dataclass
-class DiffusersConfig:
-    label: str
-    cls_name: str
-    kwargs: dict
-    coords: str  # "vp": the sample is x_vp; "ve": the sample is x_ve (scale_model_input -> x_vp)
-    evals_per_step: int = 1  # Heun: 2 (minus one at the end)
-
-    def steps_for(self, nfe: int) -> int:
-        return nfe if self.evals_per_step == 1 else (nfe + 1) // 2
-
-    def make(self):
-        import diffusers
-        base = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                    prediction_type="epsilon")
-        return getattr(diffusers, self.cls_name)(**base, **self.kwargs)
-
-
-def diffusers_configs() -> list[DiffusersConfig]:
-    ddim = dict(clip_sample=False, set_alpha_to_one=True)
-    dpm = dict(algorithm_type="dpmsolver++", final_sigmas_type="zero")
-    cfgs = [
-        DiffusersConfig("DDIM leading (default)", "DDIMScheduler", {**ddim, "timestep_spacing": "leading"}, "vp"),
-        DiffusersConfig("DDIM trailing", "DDIMScheduler", {**ddim, "timestep_spacing": "trailing"}, "vp"),
-        DiffusersConfig("DDIM linspace", "DDIMScheduler", {**ddim, "timestep_spacing": "linspace"}, "vp"),
-    ]
-    sigma_options = {"": {}, " karras": {"use_karras_sigmas": True},
-                     " exponential": {"use_exponential_sigmas": True}}
-    for order in (2, 3):
-        for name, opts in sigma_options.items():
-            default = " (default)" if not name and order == 2 else ""
-            cfgs.append(DiffusersConfig(f"DPM++ {order}M{name or ' linspace'}{default}", "DPMSolverMultistepScheduler",
-                                        {**dpm, "solver_order": order, **opts}, "vp"))
-        cfgs.append(DiffusersConfig(f"DPM++ {order}M lu_lambdas", "DPMSolverMultistepScheduler",
-                                    {**dpm, "solver_order": order, "use_lu_lambdas": True}, "vp"))
-    # diffusers lowers the order of the last steps when there are fewer than 15; this row shows what that buys
-    cfgs.append(DiffusersConfig("DPM++ 3M karras, lower_order_final=False", "DPMSolverMultistepScheduler",
-                                {**dpm, "solver_order": 3, "use_karras_sigmas": True, "lower_order_final": False},
-                                "vp"))
-    for order in (2, 3):
-        for name, opts in sigma_options.items():
-            default = " (default)" if not name and order == 2 else ""
-            cfgs.append(DiffusersConfig(f"UniPC {order} bh2{name or ' linspace'}{default}", "UniPCMultistepScheduler",
-                                        {"solver_order": order, **opts}, "vp"))
-    cfgs += [
-        # bh1 with the default final_sigmas_type="zero" returns NaN on the last step (B_h = -inf times 0),
-        # so it ends at sigma_min instead and its output is x_vp at timestep 0
-        DiffusersConfig("UniPC 3 bh1 (final sigma_min)", "UniPCMultistepScheduler",
-                        {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "vp"),
-        DiffusersConfig("Euler linspace (default)", "EulerDiscreteScheduler", {}, "ve"),
-        DiffusersConfig("Euler trailing", "EulerDiscreteScheduler", {"timestep_spacing": "trailing"}, "ve"),
-        DiffusersConfig("Euler leading", "EulerDiscreteScheduler", {"timestep_spacing": "leading"}, "ve"),
-        DiffusersConfig("Euler karras", "EulerDiscreteScheduler", {"use_karras_sigmas": True}, "ve"),
-        DiffusersConfig("Heun linspace (default)", "HeunDiscreteScheduler", {}, "ve", 2),
-        DiffusersConfig("Heun trailing", "HeunDiscreteScheduler", {"timestep_spacing": "trailing"}, "ve", 2),
-        DiffusersConfig("Heun karras", "HeunDiscreteScheduler", {"use_karras_sigmas": True}, "ve", 2),
-    ]
-    return cfgs
-
-
-def scheduler_sigma(sched, call_index: int, timestep) -> float:
-    """The sigma the scheduler itself assumes for its ``call_index``-th model call."""
-    if type(sched).__name__ == "DDIMScheduler":
-        ab = sched.alphas_cumprod[int(timestep)].double()
-        return float(((1 - ab) / ab).sqrt())
-    return float(sched.sigmas[call_index])
-
-
-def run_diffusers(problem: Problem, cfg: DiffusersConfig, nfe: int, model_sigma: str = "timestep",
-                  grid: torch.Tensor | None = None):
-    """Drive a diffusers scheduler with the exact model; returns (x0, NFE, sched).
-
-    The model takes (sample, timestep) in the scheduler's coordinates and
-    returns epsilon. ``model_sigma="timestep"`` (what a timestep-conditioned
-    network sees): sigma = VPLinear().sigma_at(timestep), fractional timesteps
-    interpolated in log sigma. ``"scheduler"`` (diagnostic): sigma is the one
-    the scheduler uses for that call, so timestep rounding plays no part.
-
-    ``grid`` (diagnostic, float64 sigmas ending in 0) replaces the scheduler's
-    own sigmas: through ``set_timesteps(sigmas=...)`` where diffusers offers it
-    (Euler), otherwise by overwriting ``sigmas`` and ``timesteps`` after
-    ``set_timesteps`` (DPM-Solver, UniPC)."""
-    sched = cfg.make()
-    vp = problem.schedule
-    if grid is not None and cfg.cls_name == "EulerDiscreteScheduler":
-        sched.set_timesteps(sigmas=grid.tolist())
-    else:
-        sched.set_timesteps(cfg.steps_for(nfe))
-    if grid is not None and cfg.cls_name != "EulerDiscreteScheduler":
-        sched.sigmas = grid.to(torch.float32)
-        sched.timesteps = vp.timestep(grid[:-1]).round().to(sched.timesteps.dtype)
-        sched.num_inference_steps = len(sched.timesteps)
-    calls = [0]
-
-    def eps_model(x_vp, timestep):
-        if model_sigma == "timestep":
-            sigma = float(vp.sigma_at(torch.as_tensor(timestep, dtype=torch.float64)))
-        else:
-            sigma = scheduler_sigma(sched, calls[0], timestep)
-        calls[0] += 1
-        x_ve = x_vp * math.sqrt(1.0 + sigma**2)
-        denoised = problem.gmm(x_ve, torch.full((x_ve.shape[0],), sigma, dtype=torch.float64))
-        return (x_ve - denoised) / sigma
-
-    # z is x_vp at the first timestep, the point every diffusers pipeline starts from
-    first_sigma = float(vp.sigma_at(sched.timesteps[0].double()))
-    x = problem.z.clone() if cfg.coords == "vp" else problem.z * math.sqrt(1.0 + first_sigma**2)
-    for t in sched.timesteps:
-        model_in = sched.scale_model_input(x, t)
-        x = sched.step(eps_model(model_in, t), t, x).prev_sample
-    return x.to(torch.float64), calls[0], sched
 
 
 # ---------------------------------------------------------------- all accuracy runs
@@ -441,32 +309,8 @@ def fmt(e: float) -> str:
     return f"{e:.2e}"
 
 
-def best(items):
-    """(label, error) with the smallest error; NaN counts as worst."""
-    return min(items, key=lambda kv: (math.isnan(kv[1]), kv[1]))
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def geo_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def code_version() -> str:
-    """The multidiff commit the figures come from, flagged when multidiff/core has uncommitted changes."""
-    import subprocess
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "multidiff/core"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "multidiff (not a git checkout)"
-    return f"multidiff {commit}" + (" with uncommitted changes in multidiff/core" if dirty else "")
 
 
 def build_report(settings, problem, ref_checks, floor, runs: Runs, held_out_rows, overhead,
@@ -476,8 +320,9 @@ def build_report(settings, problem, ref_checks, floor, runs: Runs, held_out_rows
     lines, summary = [], []
     import diffusers
 
-    lines.append(f"Generated by `python benchmarks/sampler_accuracy.py` ({code_version()}, torch {torch.__version__}, "
-                 f"diffusers {diffusers.__version__}, Python {platform.python_version()}, CPU, float64).")
+    lines.append(f"Generated by `python benchmarks/sampler_accuracy.py` ({code_version(CODE)}, "
+                 f"torch {torch.__version__}, diffusers {diffusers.__version__}, Python {platform.python_version()}, "
+                 f"CPU, float64).")
     lines.append("")
     lines.append(f"- Data: `example_mixture(dim={settings.dim}, num_components={settings.components}, "
                  f"seed={settings.mixture_seed})`; {settings.samples} noise draws `z ~ N(0, I)` "
@@ -649,7 +494,7 @@ def build_report(settings, problem, ref_checks, floor, runs: Runs, held_out_rows
                  f"runs after one warm-up; {torch.get_num_threads()} torch thread(s), {platform.machine()} CPU. "
                  f"diffusers schedulers: DPMSolverMultistep (dpmsolver++), UniPCMultistep, EulerDiscrete.")
     lines.append("")
-    lines.append("![error vs NFE](img/sampler_accuracy.png)")
+    lines.append("![error vs NFE](../img/sampler_accuracy.png)")
     return "\n".join(lines), summary
 
 
@@ -703,18 +548,12 @@ def plot(settings, runs: Runs, path: Path) -> None:
     plt.close(fig)
 
 
-def families_main(quick: bool, write: bool) -> int:
-    """The sweep over mixture families (benchmarks/mixture_families.py), written to its own block."""
-    import mixture_families
+def families_main(quick: bool, no_write: bool) -> int:
+    """The sweep over mixture families: ``mixture_families.py --block``, which writes its own docs block."""
+    import subprocess
 
-    torch.set_num_threads(1)
-    samples, steps = (128, 1000) if quick else (512, 2000)
-    rows, checks = mixture_families.sweep(samples, steps)
-    block = mixture_families.report(rows, checks, samples, steps) + f"\n{code_version()}\n"
-    print(block)
-    if write:
-        write_block(DOC, "sampler_families", block, append_if_missing=True)
-    return 0
+    command = [sys.executable, str(Path(__file__).resolve().parent / "mixture_families.py"), "--block"]
+    return subprocess.run(command + ["--quick"] * quick + ["--no-write"] * no_write).returncode
 
 
 def main(argv=None) -> int:
@@ -728,7 +567,7 @@ def main(argv=None) -> int:
                         help="only the sweep over mixture families; rewrites its block unless --quick/--no-write")
     args = parser.parse_args(argv)
     if args.families:
-        return families_main(args.quick, write=not (args.quick or args.no_write))
+        return families_main(args.quick, args.no_write)
     try:
         import diffusers  # noqa: F401
     except ImportError:

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import threads_and_machine  # noqa: E402
 from docblock import write_block  # noqa: E402
-from text_recipes import threads_and_machine  # noqa: E402
 
 from multidiff.data import ShuffledBatches  # noqa: E402
 from multidiff.metrics.text import KneserNeyLM, copy_rate  # noqa: E402
@@ -49,7 +49,7 @@ from multidiff.recipes import text  # noqa: E402
 from multidiff.recipes.common import engine_config  # noqa: E402
 from multidiff.train.lr_schedule import lr_at  # noqa: E402
 
-DOC = ROOT / "docs" / "text.md"
+DOC = ROOT / "docs" / "results" / "text.md"
 SHOWN = 20
 EVAL_EVERY = 500
 
