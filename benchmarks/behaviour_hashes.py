@@ -108,7 +108,8 @@ def run_all(names: list[str], work: Path) -> dict[str, dict[str, str]]:
                                   capture_output=True, text=True)
             if done.returncode != 0:  # recorded as a fingerprint of its own, so a comparison shows it
                 print(f"{name}: multidiff {' '.join(command)} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-                (out / f"failed-{index}-{command[0]}.txt").write_text(done.stderr.splitlines()[-1] if done.stderr else "")
+                last_line = done.stderr.splitlines()[-1] if done.stderr else ""
+                (out / f"failed-{index}-{command[0]}.txt").write_text(last_line)
                 break
             if command[0] in ("eval", "plan", "infill"):  # their report goes to stdout
                 report = done.stdout if command[0] != "plan" else done.stdout[done.stdout.index("{"):]

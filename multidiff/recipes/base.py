@@ -36,7 +36,8 @@ from ..train.distributed import barrier
 from .common import check_fields, device_of, engine_config, final_loss, threads_of
 
 DEVICES = ("auto", "cpu", "cuda")
-OPTIONAL_VERBS = ("inpaint", "infill", "plan", "calibrate")
+OPTIONAL_VERBS = ("inpaint", "infill", "plan", "calibrate")  # the CLI verbs a domain may add
+OPTIONAL_ENTRY_POINTS = ("inpaint", "infill", "plan", "write_plan", "calibration")  # the functions behind them
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,9 @@ class Domain:
         """The domain's entry points, as its module defines them: ``sample``, ``evaluate``,
         ``write_samples`` and any of the optional verbs ``inpaint``, ``infill``, ``plan``,
         ``write_plan``, ``calibration``."""
-        unknown = sorted(set(verbs) - {"inpaint", "infill", "plan", "write_plan", "calibration"})
+        unknown = sorted(set(verbs) - set(OPTIONAL_ENTRY_POINTS))
         if unknown:
-            raise ValueError(f"unknown verbs {unknown}; a domain may add inpaint, infill, plan, write_plan, "
-                             f"calibration")
+            raise ValueError(f"unknown verbs {unknown}; a domain may add {', '.join(OPTIONAL_ENTRY_POINTS)}")
         self.sample, self.evaluate, self.write_samples = sample, evaluate, write_samples
         for name, function in verbs.items():
             setattr(self, name, function)
@@ -263,5 +263,5 @@ class Domain:
         return tuple(verb for verb in OPTIONAL_VERBS if callable(getattr(self, attribute.get(verb, verb), None)))
 
 
-__all__ = ["ClassConditionalConfig", "DEVICES", "Domain", "OPTIONAL_VERBS", "RecipeConfig", "ScalableConfig",
-           "check_label_guidance", "first"]
+__all__ = ["ClassConditionalConfig", "DEVICES", "Domain", "OPTIONAL_ENTRY_POINTS", "OPTIONAL_VERBS", "RecipeConfig",
+           "ScalableConfig", "check_label_guidance", "first"]

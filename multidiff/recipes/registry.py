@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from ..train.checkpoint import load_config
-from .base import Domain
+from .base import OPTIONAL_ENTRY_POINTS, Domain
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Recipe:
         return self.domain.verbs()
 
     def __getattr__(self, name: str):  # the optional verbs: None where the domain has none
-        if name in ("inpaint", "infill", "plan", "write_plan", "calibration"):
+        if name in OPTIONAL_ENTRY_POINTS:
             return getattr(self.domain, name, None)
         raise AttributeError(name)
 
