@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import threads_and_machine  # noqa: E402
 from docblock import write_block  # noqa: E402
 
+from multidiff.backbones import Transformer1DConfig  # noqa: E402
 from multidiff.data import ShuffledBatches  # noqa: E402
-from multidiff.metrics.text import KneserNeyLM, copy_rate  # noqa: E402
+from multidiff.metrics.text import KneserNeyLM, copy_rate, grammar_rate, link_parser_available  # noqa: E402
 from multidiff.recipes import text  # noqa: E402
 from multidiff.recipes.common import engine_config  # noqa: E402
 from multidiff.train.lr_schedule import lr_at  # noqa: E402
@@ -106,7 +107,7 @@ def train_causal(config, data, tokenizer, log=print) -> tuple[CausalLM, CausalLM
     ids = data.splits["train"]["ids"]
     inputs, targets = lm_batches(ids, bos)
     targets = mask_after_end(targets, tokenizer.pad_id)
-    heads = text.Transformer1DConfig.preset(config.preset).num_heads
+    heads = Transformer1DConfig.preset(config.preset).num_heads
     model = CausalLM(vocab, config.length + 1, config.width, config.depth, heads)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     engine = engine_config(config)  # the run's schedule: warm-up, cosine decay to lr / 10
@@ -169,7 +170,8 @@ def causal_sample(model: CausalLM, num: int, length: int, tokenizer, seed: int) 
 
 def sample_figures(samples, lm: KneserNeyLM, train, score: bool) -> dict:
     return {"perplexity": lm.perplexity(samples) if score else None,
-            "words": sum(map(len, samples)) / len(samples), "copies": copy_rate(samples, train)}
+            "words": sum(map(len, samples)) / len(samples), "copies": copy_rate(samples, train),
+            "grammar": grammar_rate(samples) if link_parser_available() else None}
 
 
 def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
@@ -207,16 +209,20 @@ def baselines(run: Path, num: int, steps: int | None = None, log=print) -> str:
              f"{best_step} of {config.steps})", causal_bits, None, sample_figures(written, lm, train, True), written),
             (f"the same causal transformer after all {config.steps} steps of {config.batch_size}", last_bits,
              seconds, sample_figures(written_last, lm, train, True), written_last)]
+    real_grammar = grammar_rate(test) if link_parser_available() else None
+    grammar_head = f"complete parses (link-grammar; real {'-' if real_grammar is None else f'{real_grammar:.2f}'})"
     lines = [f"Run `{run}`: {len(train)} training sentences, vocabulary {tokenizer.vocab_size}; held-out "
              f"test sentences: {len(test)}, trigram perplexity {real_ppl:.0f}, "
              f"{sum(map(len, test)) / len(test):.2f} words a sentence. Likelihoods on the same {len(pick)} of them "
              f"(drawn at random; the diffusion bound with {nll['nll_ode_steps']} RK4 steps). {num} samples per "
              "model.", "",
              "| model | held-out bits / token | samples' trigram ppl (real "
-             f"{real_ppl:.0f}) | words / sentence | copies of training sentences |", "| --- | --- | --- | --- | --- |"]
+             f"{real_ppl:.0f}) | {grammar_head} | words / sentence | copies of training sentences |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, bits, _, fig, _ in rows:
         ppl = "-" if fig["perplexity"] is None else f"{fig['perplexity']:.0f}"
-        lines.append(f"| {name} | {bits:.2f} | {ppl} | {fig['words']:.2f} | {fig['copies']:.3f} |")
+        parses = "-" if fig["grammar"] is None else f"{fig['grammar']:.2f}"
+        lines.append(f"| {name} | {bits:.2f} | {ppl} | {parses} | {fig['words']:.2f} | {fig['copies']:.3f} |")
     lines += ["", f"The causal transformer trained in {seconds:.0f} s ({config.steps} steps of {config.batch_size}, "
               f"the run's were {run_steps}); validation scored every {EVAL_EVERY} steps."]
     lines.append("")
@@ -234,7 +240,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="the causal model's steps (default: the run's)")
     parser.add_argument("--print", action="store_true", help="print the block instead of writing docs/text.md")
     args = parser.parse_args()
-    block = baselines(args.run, args.num, args.steps)
+    block = baselines(args.run, args.num, args.steps, log=lambda line: print(line, file=sys.stderr))
     if args.print:
         print(block)
     else:

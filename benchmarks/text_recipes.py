@@ -53,7 +53,7 @@ from docblock import write_block  # noqa: E402
 DOC = ROOT / "docs" / "text.md"  # the user guide: steps and examples
 RESULTS = ROOT / "docs" / "results" / "text.md"  # keyword, noise and temperature studies
 COLUMNS = [("perplexity", "perplexity"), ("perplexity_real", "real ppl"), ("perplexity_ratio", "ratio"),
-           ("distinct_1", "dist-1"), ("distinct_2", "dist-2"), ("copy_rate", "copies"),
+           ("grammar_rate", "parses"), ("grammar_rate_real", "real parses"), ("distinct_1", "dist-1"), ("distinct_2", "dist-2"), ("copy_rate", "copies"),
            ("rounding_error", "rounding err."), ("length_accuracy", "length exact"),
            ("keyword_success", "keyword"), ("keyword_success_unguided", "keyword unguided"),
            ("style_accuracy", "style"), ("infill_accuracy", "infill"), ("nll_bits_per_token", "NLL bits/token"),
