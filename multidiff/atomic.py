@@ -49,3 +49,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def atomic_write_npz(path: str | os.PathLike, arrays: dict) -> Path:
+    """``numpy.savez`` of ``arrays`` at ``path``, atomically (through a file object, so numpy does not
+    append ".npz" to the temporary name)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)

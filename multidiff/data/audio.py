@@ -131,13 +131,9 @@ def _cached(name: str, params: dict, build) -> tuple[dict, dict]:
     train, test = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {**{"train_" + k: v for k, v in _pack(train).items()}, **{"test_" + k: v for k, v in _pack(test).items()}}
-    from ..atomic import atomic_write
+    from ..atomic import atomic_write_npz
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write(path, write)
+    atomic_write_npz(path, arrays)
     return _unpack(arrays, "train_"), _unpack(arrays, "test_")  # as a later read returns them (16-bit)
 
 

@@ -75,7 +75,7 @@ from ..adapters.trajectory.env import (MAZES, PENDULUM_ID, MazeGeometry, make_en
                                        maze_geometry)
 from ..adapters.trajectory.policies import (KD, KP, MAX_TORQUE, WAYPOINT_THRESHOLD, SwingUpController,
                                             WaypointController)
-from ..atomic import atomic_write
+from ..atomic import atomic_write_npz
 from .cache import cache_dir
 
 # steps recorded by default: enough for a CPU Diffuser recipe, made in well under a minute for umaze
@@ -212,12 +212,7 @@ def save_dataset(path: str | Path, dataset: dict) -> Path:
     arrays["params"] = np.array(json.dumps(dataset.get("params", {}), sort_keys=True))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write)
+    return atomic_write_npz(path, arrays)
 
 
 def _read_npz(path: Path) -> dict:

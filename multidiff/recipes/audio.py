@@ -39,7 +39,7 @@ import torch
 
 from ..adapters.audio import (INPAINT_TASKS, SpectrogramConfig, decode, encode, inpaint_frames, save_spectrograms,
                               save_wav, task_mask)
-from ..atomic import atomic_write
+from ..atomic import atomic_write_npz
 from ..backbones import UNet1D, UNet1DConfig, UNet2D, UNet2DConfig
 from ..core.precond import Precond
 from ..core.samplers import default_sigmas
@@ -166,11 +166,6 @@ def load_data(config: AudioConfig) -> AudioDataset:
     return load_audio_dataset(config.dataset)
 
 
-def encoded(split: dict, data: AudioDataset, spec: SpectrogramConfig) -> torch.Tensor:
-    """The clips of ``split`` in model space ``(N, 1, n_mels, frames)``."""
-    return encode(fitted_clips(split, data.sample_rate, spec), spec)
-
-
 def build_model(config: AudioConfig, num_classes: int) -> Precond:
     """The untrained denoiser; its weights depend on ``config.seed`` only."""
     schedule = make_schedule(config.schedule, config.sigma_data)
@@ -211,7 +206,7 @@ class Audio(Domain):
         return build_model(config, data.num_classes)
 
     def training_set(self, config: AudioConfig, data: AudioDataset) -> dict:
-        x = encoded(data.train, data, config.spectrogram)  # (N, 1, n_mels, frames)
+        x = encode(fitted_clips(data.train, data.sample_rate, config.spectrogram), config.spectrogram)  # (N, 1, F, T)
         return {"x": x, "cond": data.train["label"]} if config.conditional else {"x": x}
 
     def trainer_options(self, config: AudioConfig, data: AudioDataset) -> dict:
@@ -259,8 +254,8 @@ def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config: Aud
 
 
 def draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, seed: int = 0,
-          label: int | None = None, guidance: float | None = None, sampler: str | None = None,
-          steps: int | None = None, progress: bool = False, waveforms: bool = True) -> dict:
+         label: int | None = None, guidance: float | None = None, sampler: str | None = None,
+         steps: int | None = None, progress: bool = False, waveforms: bool = True) -> dict:
     """``{"samples": (num, clip_samples) waveforms in [-1, 1], "spectrograms": (num, 1, F, T) model
     space, "labels": (num,), "sample_rate", "network_seconds", "decode_seconds"}``; labels cycle through
     the classes (or are all ``label``)."""
@@ -317,7 +312,7 @@ def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, AudioCon
 
 def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
            seed: int = 0, progress: bool = False, label: int | None = None, guidance: float | None = None) -> dict:
-    """``num`` clips from a trained run (see :func:`_draw` for the dict)."""
+    """``num`` clips from a trained run (see :func:`draw` for the dict)."""
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     config = read_config(run_dir)
@@ -326,7 +321,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     model, _ = load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         drawn = draw(model, config, len(classes), num=num, seed=seed, label=label, guidance=guidance,
-                      sampler=sampler, steps=steps, progress=progress)
+                     sampler=sampler, steps=steps, progress=progress)
     drawn["class_names"] = classes
     return drawn
 
@@ -337,7 +332,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     """Time inpainting of ``num`` held-out clips drawn at random (from ``seed``): ``region`` ``continue``
     (default: keep the first half of the frames, generate the rest) or ``gap`` (fill the middle
     third). Without ``label`` the null class fills; with one, guidance toward it. Returns the
-    :func:`_draw` dict plus ``masked``, ``reference`` (spectrograms), ``mask`` and ``reference_audio``."""
+    :func:`draw` dict plus ``masked``, ``reference`` (spectrograms), ``mask`` and ``reference_audio``."""
     config = read_config(run_dir)
     region = "continue" if region is None else region
     if region not in INPAINT_TASKS:
@@ -472,7 +467,8 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
             rows.append(torch.cat([drawn["masked"][part], spectrograms[part], drawn["reference"][part]]))
             count = len(spectrograms[part])
             part_names = (names or [""] * len(spectrograms))[part]
-            row_titles += [f"input {t}" for t in part_names] + [f"filled {t}" for t in part_names] + ["original"] * count
+            row_titles += [f"input {t}" for t in part_names] + [f"filled {t}" for t in part_names]
+            row_titles += ["original"] * count
         picture = save_spectrograms(torch.cat(rows), stem.with_name(stem.name + ".png"),
                                     ncol=min(10, len(spectrograms)), titles=row_titles, spec=spec)
     else:
@@ -482,12 +478,7 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
         arrays = {key: value.numpy().astype(np.float32) if torch.is_floating_point(value) else value.numpy()
                   for key, value in drawn.items() if isinstance(value, torch.Tensor)}
         arrays["sample_rate"] = np.array(drawn["sample_rate"], dtype=np.int64)
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-
-        paths.append(atomic_write(stem.with_name(stem.name + ".npz"), write))
+        paths.append(atomic_write_npz(stem.with_name(stem.name + ".npz"), arrays))
         folder = stem.with_name(stem.name)
         folder.mkdir(parents=True, exist_ok=True)
         for i, wave in enumerate(drawn["samples"]):
@@ -503,4 +494,5 @@ register(DOMAIN, DESCRIPTIONS)
 
 
 __all__ = ["AudioConfig", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig", "SpokenDigitsConfig",
-           "SpokenDigitsGPUConfig", "build_model", "draw", "titles", "evaluate", "inpaint_test", "load_run", "read_config", "sample", "train", "write_samples"]
+           "SpokenDigitsGPUConfig", "build_model", "draw", "evaluate", "inpaint_test", "load_run", "read_config",
+           "sample", "titles", "train", "write_samples"]

@@ -35,12 +35,11 @@ from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from ..adapters.image import (decode, downsample, encode, low_res_error, save_grid, super_resolution_data,
                               training_data, upsample)
-from ..atomic import atomic_write
+from ..atomic import atomic_write_npz
 from ..backbones import DiT, DiTConfig, UNet2D, UNet2DConfig
 from ..core.precond import Precond
 from ..core.samplers import default_sigmas
@@ -319,7 +318,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     model, _ = load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         return draw(model, config, data, num=num, seed=seed, label=label, guidance=guidance, sampler=sampler,
-                     steps=steps, progress=progress)
+                    steps=steps, progress=progress)
 
 
 def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = "bottom", label: int | None = None,
@@ -452,12 +451,7 @@ def write_samples(drawn: dict[str, torch.Tensor], stem: str | os.PathLike, run_d
     paths = [save_grid(images, stem.with_name(stem.name + ".png"), nrow=nrow, value_range=(0.0, 1.0))]
     if npz:
         arrays = {key: value.numpy() for key, value in drawn.items()}
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the temporary name
-                np.savez(f, **arrays)
-
-        paths.append(atomic_write(stem.with_name(stem.name + ".npz"), write))
+        paths.append(atomic_write_npz(stem.with_name(stem.name + ".npz"), arrays))
     return paths
 
 

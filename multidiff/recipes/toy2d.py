@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
-from ..atomic import atomic_write, atomic_write_bytes
+from ..atomic import atomic_write_bytes, atomic_write_npz
 from ..backbones import MLP, MLPConfig
 from ..core.precond import Precond
 from ..data import TOY2D, make_toy2d
@@ -196,12 +195,7 @@ def write_samples(samples: torch.Tensor, stem: str | os.PathLike, run_dir: str |
     stem.parent.mkdir(parents=True, exist_ok=True)
     xy = samples.detach().cpu().float().numpy()
     npz, png = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".png")
-
-    def write_npz(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the temporary name
-            np.savez(f, samples=xy)
-
-    atomic_write(npz, write_npz)
+    atomic_write_npz(npz, {"samples": xy})
     panels = [(f"{config.dataset}: held-out data", points(config, "heldout", len(xy))), *extra_panels,
               (title, samples)]
     atomic_write_bytes(png, scatter_png(panels))

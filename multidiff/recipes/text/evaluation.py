@@ -87,7 +87,7 @@ def _evaluate(run_dir, config: TextConfig, data: Prepared, model: Precond, *, nu
     if classifier is not None:
         keywords = keyword_choices(splits["train"]["ids"], tokenizer, num, generator)
         drawn = draw(model, config, tokenizer, data.class_prior, num=num, seed=seed + 2, keywords=keywords,
-                      classifier=classifier, **options)
+                     classifier=classifier, **options)
         vocabulary = tokenizer.vocabulary()
         report.update(keyword_success=keyword_success(words(drawn["text"]), [vocabulary[k] for k in keywords]),
                       keyword_perplexity=lm.perplexity(words(drawn["text"])), keyword_scale=config.keyword_scale)
@@ -144,7 +144,7 @@ def style_metrics(config: TextConfig, data: Prepared, model: Precond, *, lm_orde
     scale = config.guidance if guidance is None else guidance
     report = {"style_accuracy_real": real_accuracy, "style_guidance": scale}
     drawn = draw(model, config, data.tokenizer, data.class_prior, num=num, seed=seed + 3,
-                  labels=torch.arange(num) % data.num_classes, guidance=scale, **options)
+                 labels=torch.arange(num) % data.num_classes, guidance=scale, **options)
     report["style_accuracy"] = float((classify(drawn["text"]) == drawn["labels"]).float().mean())
     return report
 

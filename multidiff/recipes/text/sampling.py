@@ -41,12 +41,12 @@ def _progress_text(step: int, ema: Precond, run_dir: Path | None, *, config: Tex
 
 
 def draw(model: Precond, config: TextConfig, tokenizer: TextTokenizer, classes, *, num: int, seed: int = 0,
-          label: int | None = None, labels: torch.Tensor | None = None, guidance: float | None = None,
-          sampler: str | None = None,
-          steps: int | None = None, lengths: torch.Tensor | None = None, keywords: torch.Tensor | None = None,
-          keyword_scale: float | None = None, classifier: KeywordClassifier | None = None,
-          known_ids: torch.Tensor | None = None, known: torch.Tensor | None = None,
-          temperature: float | None = None, progress: bool = False) -> dict:
+         label: int | None = None, labels: torch.Tensor | None = None, guidance: float | None = None,
+         sampler: str | None = None,
+         steps: int | None = None, lengths: torch.Tensor | None = None, keywords: torch.Tensor | None = None,
+         keyword_scale: float | None = None, classifier: KeywordClassifier | None = None,
+         known_ids: torch.Tensor | None = None, known: torch.Tensor | None = None,
+         temperature: float | None = None, progress: bool = False) -> dict:
     """Sentences from ``model``: ``{"text": [...], "ids": (num, L), "x": (num, L, D) the continuous
     samples, "labels"?, "control": [...], "seconds"}``.
 
@@ -201,7 +201,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
            seed: int = 0, progress: bool = False, label: int | None = None, guidance: float | None = None,
            length: int | None = None, keyword: str | None = None, keyword_scale: float | None = None,
            temperature: float | None = None) -> dict:
-    """``num`` sentences from a trained run (see :func:`_draw`), optionally of exactly ``length``
+    """``num`` sentences from a trained run (see :func:`draw`), optionally of exactly ``length``
     tokens, containing ``keyword``, or in style ``label``, at sampling ``temperature`` (default: the
     run's)."""
     if num < 1:
@@ -218,7 +218,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
                        classifier=_classifier(run_dir, model))
     with threads_of(config):
         drawn = draw(model, config, tokenizer, prior, num=num, seed=seed, label=label, guidance=guidance,
-                      sampler=sampler, steps=steps, temperature=temperature, progress=progress, **options)
+                     sampler=sampler, steps=steps, temperature=temperature, progress=progress, **options)
     drawn["class_names"] = class_names
     return drawn
 
@@ -243,8 +243,8 @@ def infill(run_dir: str | os.PathLike, template: str, *, num: int = 5, sampler: 
     ids, known = parse_template(template, tokenizer, config.length)
     with threads_of(config):
         drawn = draw(model, config, tokenizer, prior, num=num, seed=seed, label=label, guidance=guidance,
-                      sampler=sampler, steps=steps, known_ids=ids.expand(num, -1), known=known.expand(num, -1),
-                      temperature=temperature, progress=progress)
+                     sampler=sampler, steps=steps, known_ids=ids.expand(num, -1), known=known.expand(num, -1),
+                     temperature=temperature, progress=progress)
     for control in drawn["control"]:
         control["template"] = template
     drawn["class_names"] = class_names
@@ -296,7 +296,7 @@ def _infill_test(model, config, data: Prepared, *, num: int, region: str, seed: 
     reference = test[held_out_pick(len(test), num, generator)]
     known = infill_mask(reference, region, generator, data.tokenizer.pad_id)
     drawn = draw(model, config, data.tokenizer, data.class_prior, num=num, seed=seed, known_ids=reference,
-                  known=known, **options)
+                 known=known, **options)
     hidden = ~known
     drawn.update(reference=reference, known=known, region=region,
                  infill_accuracy=float((drawn["ids"][hidden] == reference[hidden]).float().mean()))

@@ -13,7 +13,7 @@ import torch
 from ...adapters.trajectory import (BC_FILE, PENDULUM_ID, BCPolicy, ControllerPolicy, Planner, PlannerSettings,
                                    RandomPolicy, SwingUpController, WaypointController, is_maze, load_mlp, make_env, maze_geometry,
                                    plan_png, plan_title, split_observation)
-from ...atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from ...atomic import atomic_write_bytes, atomic_write_json, atomic_write_npz
 from ...core.samplers import SAMPLERS
 from ...metrics.trajectory import episode_starts, policy_scores, run_episodes
 from ...train.progress import progress_bar, sampling_progress
@@ -194,12 +194,7 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
     arrays = {key: np.asarray(drawn[key], np.float32) for key in ("observations", "actions", "starts")}
     if drawn.get("goals") is not None:
         arrays["goals"] = np.asarray(drawn["goals"], np.float32)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    npz = atomic_write(stem.with_name(stem.name + ".npz"), write)
+    npz = atomic_write_npz(stem.with_name(stem.name + ".npz"), arrays)
     return [png, npz]
 
 
