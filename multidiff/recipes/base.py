@@ -19,7 +19,7 @@ the training engine, checkpoints, the export, ``eval.json`` and multi-process tr
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -33,7 +33,7 @@ from ..core.schedules import SCHEDULES
 from ..data import ShuffledBatches
 from ..train import TrainConfig, Trainer, from_pretrained, load_config, remove_checkpoints, save_pretrained
 from ..train.distributed import barrier
-from .common import check_fields, device_of, engine_config, final_loss, threads_of
+from .common import check_fields, config_from_saved, device_of, engine_config, final_loss, threads_of
 
 DEVICES = ("auto", "cpu", "cuda")
 OPTIONAL_VERBS = ("inpaint", "infill", "plan", "calibrate")  # the CLI verbs a domain may add
@@ -250,12 +250,7 @@ class Domain:
     def config_from_saved(self, run_dir, saved: dict):
         """The config rebuilt with the class of the recipe that wrote ``saved`` (a config.json
         "config"); fields the class no longer has are dropped, so older run folders still load."""
-        if saved.get("recipe") not in self.configs:
-            raise ValueError(f"{str(run_dir)!r} was written by recipe {saved.get('recipe')!r}, not {self.name} "
-                             f"recipe ({', '.join(self.configs)})")
-        cls = self.configs[saved["recipe"]]
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})
+        return config_from_saved(run_dir, saved, self.configs, self.name)
 
     def verbs(self) -> tuple[str, ...]:
         """The optional verbs this domain has (of :data:`OPTIONAL_VERBS`)."""
