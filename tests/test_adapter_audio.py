@@ -171,3 +171,77 @@ def test_frame_masks():
 def test_spectrogram_picture(tmp_path):
     path = A.save_spectrograms(torch.rand(5, *SPEC.shape) * 2 - 1, tmp_path / "g.png", titles=list("abcde"))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- linear scale, masks and fill measures
+
+LINEAR = A.SpectrogramConfig(sample_rate=8000, n_fft=256, hop_length=64, frames=64, griffin_lim_iters=32,
+                             scale="linear")
+
+
+def test_linear_scale_has_every_stft_bin_and_inverts_far_better_than_mel():
+    assert LINEAR.bins == 129 and LINEAR.shape == (1, 129, 64)
+    with pytest.raises(ValueError, match="scale"):
+        A.SpectrogramConfig(scale="bark")
+    assert A.SpectrogramConfig(n_fft=64, hop_length=16, n_mels=40, scale="linear").bins == 33  # n_mels unused
+    wave = A.fit_clip(tone(330.0, 1.0, 8000, harmonics=6), LINEAR)[None]
+    x = A.encode(wave, LINEAR)
+    assert x.shape == (1, 1, 129, 64) and x.min() >= -1 and x.max() <= 1
+    power = A.stft_magnitude(wave, LINEAR).pow(2)
+    expected = (2 * (10 * torch.log10(power.clamp_min(1e-10)) + 60) / 100 - 1).clamp(-1, 1)
+    assert torch.allclose(x[:, 0], expected, atol=1e-5)  # exactly the normalised |STFT|^2 in dB
+    mel = A.SpectrogramConfig(**{**LINEAR.to_dict(), "scale": "mel"})
+    linear_sc = float(A.spectral_convergence(wave, A.decode(x, LINEAR), LINEAR))
+    mel_sc = float(A.spectral_convergence(wave, A.decode(A.encode(wave, mel), mel), mel))
+    assert linear_sc < 0.25 and linear_sc < mel_sc / 2, (linear_sc, mel_sc)  # speech: 0.07 against 0.63
+
+
+def test_a_saved_spectrogram_without_a_scale_is_mel():
+    saved = {key: value for key, value in SPEC.to_dict().items() if key != "scale"}
+    assert A.SpectrogramConfig.from_dict(saved).scale == "mel"
+
+
+def test_random_masks_mix_generation_gaps_and_continuations():
+    spec = A.SpectrogramConfig(sample_rate=16000, n_fft=1024, hop_length=256, frames=48, scale="linear")
+    masks = A.random_masks(4000, spec, generator=torch.Generator().manual_seed(0), empty=0.5)[:, 0, 0]  # (B, T)
+    again = A.random_masks(4000, spec, generator=torch.Generator().manual_seed(0), empty=0.5)[:, 0, 0]
+    assert torch.equal(masks, again) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    empty = masks.sum(1) == 0
+    assert abs(float(empty.float().mean()) - 0.5) < 0.03
+    frame = spec.hop_length / spec.sample_rate
+    shortest, longest = round(0.05 / frame), round(0.3 / frame)
+    hidden = 1 - masks[~empty]
+    runs = (hidden[:, 1:] - hidden[:, :-1]).clamp_min(0).sum(1) + hidden[:, 0]
+    assert torch.equal(runs, torch.ones_like(runs))  # one hidden run each: a gap or a continuation
+    widths = hidden.sum(1)
+    tail = hidden[:, -1] == 1
+    continuation = tail & (widths > longest)  # longer than any gap: must be a continuation
+    assert torch.all((widths[~tail] >= shortest) & (widths[~tail] <= longest))
+    assert torch.all((48 - widths[continuation] >= 48 // 4) & (48 - widths[continuation] <= 3 * 48 // 4))
+    assert abs(float((~tail).float().sum() / len(masks)) - 0.25) < 0.04  # gaps inside the clip, most of a quarter
+    widths = widths[~tail]
+    assert len(widths.unique()) == longest - shortest + 1  # every gap width occurs
+
+
+def test_context_signal_and_the_fill_baselines():
+    known = torch.linspace(-1, 1, 2 * 3 * 10).reshape(2, 1, 3, 10)
+    mask = A.frame_mask(2, A.SpectrogramConfig(frames=10), known=[(0, 3), (7, 10)])
+    signal = A.context_signal(known, mask)
+    assert signal.shape == (2, 2, 3, 10)
+    assert torch.equal(signal[:, 1], torch.broadcast_to(mask[:, 0], (2, 3, 10)))
+    assert torch.equal(signal[:, 0, :, 3:7], torch.zeros(2, 3, 4)) and torch.equal(signal[:, 0, :, :3], known[:, 0, :, :3])
+    line = A.interpolate_frames(known, mask)
+    assert torch.allclose(line, known, atol=1e-6)  # the data is a ramp in time: the line recovers it
+    tail = A.frame_mask(1, A.SpectrogramConfig(frames=10), known=(0, 6))
+    flat = torch.full((1, 1, 2, 10), 0.5)
+    drawn = A.interpolate_frames(flat, tail)[0, 0, 0]
+    assert torch.allclose(drawn[6:], torch.tensor([0.2, -0.1, -0.4, -0.7]))  # down to silence at the edge
+    silent = A.silence_fill(flat, tail)
+    assert torch.equal(silent[..., 6:], torch.full((1, 1, 2, 4), -1.0)) and torch.equal(silent[..., :6], flat[..., :6])
+    assert torch.equal(A.hidden_rms(flat, flat, tail), torch.zeros(1))
+    shifted = flat.clone()
+    shifted[..., 6:] += 0.1
+    shifted[..., :6] += 5.0  # known frames do not count
+    assert torch.allclose(A.hidden_rms(shifted, flat, tail), torch.tensor([0.1]))
+    spec = A.SpectrogramConfig(frames=10, db_floor=-60, db_ceiling=40)
+    assert torch.allclose(A.hidden_lsd(shifted, flat, tail, spec), torch.tensor([5.0]))  # 0.1 units = 5 dB

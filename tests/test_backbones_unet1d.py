@@ -62,3 +62,26 @@ def test_bad_inputs_and_configs():
         UNet1DConfig(kernel_size=4)
     with pytest.raises(ValueError, match="class labels"):
         model(torch.randn(2, 6, 16), torch.randn(2), torch.tensor([0, 7]))
+
+
+def test_a_conditioning_signal_is_read_beside_the_input():
+    model = _randomise(small(in_channels=8, cond_channels=16, io_kernel_size=1))
+    assert model.conv_in.in_channels == 24 and model.conv_in.kernel_size == (1,)
+    assert model.conv_out.kernel_size == (1,)
+    x, c = torch.randn(2, 1, 8, 16), torch.randn(2)
+    signal = torch.randn(2, 2, 8, 16)
+    out = model(x, c, {"label": torch.tensor([0, 1]), "image": signal})
+    assert out.shape == x.shape
+    assert not torch.allclose(out, model(x, c, {"label": torch.tensor([0, 1]), "image": signal + 1}))
+    unlabelled = model(x, c, {"image": signal})  # the null class, as with no cond at all
+    assert torch.allclose(unlabelled, model(x, c, {"label": torch.tensor([3, 3]), "image": signal}))
+    apart = model(x[:1], c[:1], {"label": torch.tensor([0]), "image": signal[:1]})
+    assert torch.allclose(apart, out[:1], atol=1e-5)  # the signal stays with its example
+    with pytest.raises(ValueError, match="cond_channels=16"):
+        model(x, c, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"cond\['image'\] must have shape \(2, 16, 16\)"):
+        model(x, c, {"image": torch.randn(2, 3, 8, 16)})
+    with pytest.raises(ValueError, match="takes no conditioning signal"):
+        small()(torch.randn(2, 6, 16), c, {"image": torch.randn(2, 6, 16)})
+    with pytest.raises(ValueError, match="io_kernel_size"):
+        UNet1DConfig(io_kernel_size=2)

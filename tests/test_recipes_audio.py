@@ -19,6 +19,7 @@ pytest.importorskip("torchaudio")
 
 TINY = dict(steps=3, batch_size=4, preset="tiny", sample_steps=3, num_eval=4, checkpoint_every=0, sample_every=0,
             sample_rate=8000, n_fft=256, hop_length=64, n_mels=16, frames=16, griffin_lim_iters=4, threads=1)
+BINS = 16  # mel bands (the default scale)
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +38,27 @@ def tone_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tone_run(tone_folder, tmp_path_factory):
-    config = make_config(get_recipe("spoken_digits"), {**TINY, "dataset": "folder", "data_root": str(tone_folder)})
+    config = make_config(get_recipe("spoken_digits"), {**TINY, "dataset": "folder", "data_root": str(tone_folder),
+                                                       "mask_aware": True})
     return R.train(config, tmp_path_factory.mktemp("runs") / "tones")
 
 
 def test_audio_recipes_are_registered():
-    for name in ("spoken_digits", "notes", "spoken_digits_gpu", "notes_gpu"):
+    for name in ("spoken_digits", "spoken_digits_16k", "notes", "spoken_digits_gpu", "notes_gpu"):
         assert RECIPES[name].inpaint is not None and RECIPES[name].config_class.recipe == name
+    sixteen = R.SpokenDigits16kConfig()
+    assert sixteen.sample_rate == 16000 and sixteen.spectrogram.bins == 96 and sixteen.mask_aware
+    assert not R.SpokenDigitsConfig().mask_aware and R.SpokenDigitsConfig().spectrogram.bins == 32
 
 
 def test_the_run_carries_its_spectrogram(tone_run):
     config = R.read_config(tone_run)
-    assert config.spectrogram.n_mels == 16 and config.spectrogram.frames == 16 and config.sample_rate == 8000
+    assert config.spectrogram.bins == BINS and config.spectrogram.frames == 16 and config.sample_rate == 8000
+    assert config.scale == "mel" and config.mask_aware
     report = json.loads((tone_run / "eval.json").read_text())
     assert "no bundled classifier" in report["note"] and report["network_seconds_per_audio_second"] > 0
     drawn = R.sample(tone_run, num=3, label=1, seed=2)
-    assert drawn["spectrograms"].shape == (3, 1, 16, 16)
+    assert drawn["spectrograms"].shape == (3, 1, BINS, 16)
     assert drawn["samples"].shape == (3, 64 * 15) and drawn["samples"].abs().max() <= 1
     assert drawn["labels"].tolist() == [1, 1, 1] and drawn["class_names"] == ["high", "low"]
     again = R.sample(tone_run, num=3, label=1, seed=2)
@@ -117,6 +123,54 @@ def test_resume_continues_the_audio_run_exactly(tone_folder, tmp_path):
     R.train(make_config(get_recipe("spoken_digits"), {**settings, "resume": True}), out)
     again = from_pretrained(out, weights="model").model.state_dict()
     assert all(torch.equal(straight[k], again[k]) for k in straight)
+
+
+def test_the_mask_aware_fill_reads_the_frames_around_the_gap(tone_run):
+    seen = R.inpaint_test(tone_run, num=2, region="gap", seed=1)
+    blind = R.inpaint_test(tone_run, num=2, region="gap", seed=1, context=False)
+    keep = torch.broadcast_to(seen["mask"], seen["reference"].shape) > 0
+    for filled in (seen, blind):
+        assert torch.equal(filled["spectrograms"][keep], filled["reference"][keep])  # replacement: exact
+    assert not torch.allclose(seen["spectrograms"][~keep], blind["spectrograms"][~keep])  # the context matters
+    from multidiff.adapters.audio import gap_mask
+
+    narrow = R.inpaint_test(tone_run, num=2, mask=gap_mask(1, R.read_config(tone_run).spectrogram, 0.05), seed=1)
+    assert int((narrow["mask"][0, 0, 0] == 0).sum()) == 6  # 50 ms of 8 ms hops (rounded)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        R.inpaint_test(tone_run, num=2, mask=torch.ones(1, 1, 1, 5))
+
+
+def test_inpainting_is_judged_beside_its_baselines(tone_run):
+    report = R.evaluate_inpainting(tone_run, region="gap", num=2, seed=0)
+    methods = report["methods"]
+    assert set(methods) == {"model", "model, replacement only", "silence", "linear interpolation", "original",
+                            "original_decoded"}
+    assert all(methods[m]["rms"] > 0 and methods[m]["lsd_db"] > 0 for m in ("model", "silence"))
+    assert methods["original"]["accuracy"] is None  # the folder dataset has no bundled classifier
+    assert report["rms_over_linear_interpolation"] == methods["model"]["rms"] / methods["linear interpolation"]["rms"]
+    assert report["hidden_seconds"] == pytest.approx(6 * 64 / 8000)  # the middle of 16 frames less two fifths
+
+
+def test_runs_saved_before_the_linear_scale_read_as_mel(tone_run, tmp_path):
+    saved = json.loads((tone_run / "config.json").read_text())
+    for key in ("scale", "mask_aware"):
+        saved["config"].pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = R.read_config(tmp_path)
+    assert config.scale == "mel" and not config.mask_aware
+
+
+def test_a_linear_run_without_mask_channels_trains_samples_and_inpaints(tone_folder, tmp_path):
+    """Linear magnitudes and plain label dropout (as the notes recipe trains); inpainting by replacement."""
+    settings = {**TINY, "dataset": "folder", "data_root": str(tone_folder), "scale": "linear", "mask_aware": False}
+    run = R.train(make_config(get_recipe("spoken_digits"), settings), tmp_path / "linear")
+    model, config = R.load_run(run)
+    assert model.backbone.config.cond_channels == 0 and config.spectrogram.bins == 129
+    assert R.sample(run, num=2, seed=0)["spectrograms"].shape == (2, 1, 129, 16)
+    filled = R.inpaint_test(run, num=2, region="continue", seed=0)
+    keep = torch.broadcast_to(filled["mask"], filled["reference"].shape) > 0
+    assert torch.equal(filled["spectrograms"][keep], filled["reference"][keep])
+    assert "model, replacement only" not in R.evaluate_inpainting(run, region="gap", num=2)["methods"]
 
 
 @pytest.mark.requires("tts")

@@ -13,6 +13,11 @@ once and is equivariant in time.
   conv down, nearest doubling + conv up), skip connections across;
 * optional self-attention in the middle, over the shortest sequence, for
   context across the whole clip;
+* optional conditioning signal on the same time grid (``cond_channels > 0``):
+  ``cond["image"]`` ``(B, cond_channels, T)`` (or ``(B, K1, K2, T)``, folded
+  the same way) is concatenated to the input channels, as the 2-D U-Net does
+  with a conditioning image; the audio recipes give it the known frames and
+  their mask, so one model both generates and inpaints;
 * the last conv of every residual branch and the output conv start at zero,
   so an untrained model returns 0.
 
@@ -44,10 +49,12 @@ class UNet1DConfig:
     channel_mults: tuple[int, ...] = (1, 2, 4)  # one level per entry
     num_res_blocks: int = 1  # per level going down (one more going up)
     kernel_size: int = 5
+    io_kernel_size: int = 0  # kernel of the input and output convolutions; 0: kernel_size (1: per-frame projections)
     mid_attention: bool = False
     num_heads: int = 4
     dropout: float = 0.0
     num_classes: int = 0  # 0: no class embedding; label num_classes is the null class
+    cond_channels: int = 0  # channels of cond["image"] (folded), concatenated to the input
     embedding: str = "fourier"
     fourier_scale: float = 1.0
     norm_groups: int = 8
@@ -55,12 +62,14 @@ class UNet1DConfig:
     def __post_init__(self):
         check_positive(self, "in_channels", "length", "base_channels", "num_res_blocks", "kernel_size", "num_heads",
                        "norm_groups")
-        check_non_negative(self, "num_classes")
+        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size")
         check_dropout(self)
         if self.out_channels is not None:
             check_positive(self, "out_channels")
         if self.base_channels % 2:
             raise ValueError(f"UNet1DConfig.base_channels must be even, got {self.base_channels}")
+        if self.io_kernel_size and self.io_kernel_size % 2 == 0:
+            raise ValueError(f"UNet1DConfig.io_kernel_size must be odd (or 0), got {self.io_kernel_size}")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"UNet1DConfig.kernel_size must be odd (same-length convolutions), got "
                              f"{self.kernel_size}")
@@ -88,7 +97,7 @@ class UNet1DConfig:
 
 UNET1D_PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
-    # CPU recipes: spoken digits (32 mels x 48 frames, 2.9M parameters)
+    # CPU recipes: spoken digits (96 mels x 48 frames, mask-aware)
     "small": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=1, mid_attention=True),
     # CPU recipes with more channels in: notes (64 mels x 32 frames, 6.5M parameters)
     "medium": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, mid_attention=True),
@@ -146,7 +155,8 @@ class UNet1D(nn.Module):
         emb_dim = 4 * base
         self.embed = ConditioningEmbedding(config.embedding, base, emb_dim, config.num_classes, config.fourier_scale)
         k = config.kernel_size
-        self.conv_in = nn.Conv1d(config.in_channels, base, k, padding=k // 2)
+        io = config.io_kernel_size or k
+        self.conv_in = nn.Conv1d(config.in_channels + config.cond_channels, base, io, padding=io // 2)
         channels, skip_channels = base, [base]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         for level, mult in enumerate(mults):
@@ -172,7 +182,7 @@ class UNet1D(nn.Module):
             if level > 0:
                 self.upsample.append(nn.Conv1d(channels, channels, 3, padding=1))
         self.out_norm = group_norm(channels, config.norm_groups)
-        self.conv_out = zero_init(nn.Conv1d(channels, config.output_channels, k, padding=k // 2))
+        self.conv_out = zero_init(nn.Conv1d(channels, config.output_channels, io, padding=io // 2))
 
     @property
     def null_class(self) -> int:
@@ -187,13 +197,33 @@ class UNet1D(nn.Module):
                              f"{config.length}) with C1 C2 = {config.in_channels}), got {tuple(x_in.shape)}")
         return x_in
 
+    def _signal(self, cond, x: torch.Tensor):
+        """``cond`` less its ``image`` (the conditioning signal), and that signal folded to ``(B, K, T)``."""
+        image = cond.get("image") if isinstance(cond, dict) else None
+        channels = self.config.cond_channels
+        if image is None:
+            if channels:
+                raise ValueError(f"this UNet1D is conditioned on a signal (cond_channels={channels}); pass "
+                                 f"cond={{'image': (B, {channels}, {self.config.length}), ...}}")
+            return cond, None
+        if not channels:
+            raise ValueError("this UNet1D takes no conditioning signal (cond_channels=0) but got cond['image']; "
+                             "build it with cond_channels > 0")
+        signal = image.flatten(1, 2) if image.ndim == 4 else image
+        if signal.ndim != 3 or tuple(signal.shape) != (x.shape[0], channels, x.shape[2]):
+            raise ValueError(f"cond['image'] must have shape ({x.shape[0]}, {channels}, {x.shape[2]}) (or 4-D, "
+                             f"folded to it), got {tuple(image.shape)}")
+        rest = {key: value for key, value in cond.items() if key != "image"}
+        return rest.get("label") if set(rest) <= {"label"} else rest, signal.to(x)
+
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
         shape = x_in.shape
         x = self._fold(x_in)
+        cond, signal = self._signal(cond, x)
         parts = split_cond(cond, x, num_classes=self.config.num_classes, context_dim=0, cond_channels=0,
                            owner="UNet1D")
         emb = F.mish(self.embed(noise_input(c_noise, x.shape[0]).to(x.device), parts.labels))  # (B, 4 base)
-        h = self.conv_in(x)  # (B, base, T)
+        h = self.conv_in(x if signal is None else torch.cat([x, signal], dim=1))  # (B, base, T)
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:

@@ -341,6 +341,11 @@ def label_pitch(label: int) -> int:
     return NOTE_PITCHES[label // len(NOTE_INSTRUMENTS)]
 
 
+def label_instrument(label: int) -> int:
+    """The instrument index (into :data:`NOTE_INSTRUMENTS`) of a ``notes`` label."""
+    return int(label) % len(NOTE_INSTRUMENTS)
+
+
 def build_notes(cache: bool = True) -> AudioDataset:
     """The notes set (see the module docstring); the test split is every note at velocity
     ``NOTE_TEST_VELOCITY``."""

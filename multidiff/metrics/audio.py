@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..adapters.audio import (SpectrogramConfig, cents, decode, encode, estimate_f0, fit_clip, midi_to_hz,
-                              resample)
+                              resample, spectral_convergence)
 from .images import (BUNDLED_DIR, CONFIG_NAME, ClassifierTraining, ImageClassifier, cache_dir, evaluate_images,
                      read_classifier, save_classifier, train_classifier)
 
@@ -125,18 +125,25 @@ def evaluate_audio(samples: torch.Tensor, sample_rate: int, labels: torch.Tensor
                            seed=seed)
 
 
+def predict_audio(waves: torch.Tensor, sample_rate: int, classifier: ImageClassifier,
+                  spec: SpectrogramConfig) -> torch.Tensor:
+    """The classifier's predicted class ``(N,)`` of waveforms ``(N, T)`` at ``sample_rate``."""
+    return classifier.predict(classifier_input(waves, sample_rate, spec))
+
+
 def vocoder_floor(clips: torch.Tensor, labels: torch.Tensor | None, spec: SpectrogramConfig,
                   real_test: torch.Tensor, classifier: ImageClassifier, classifier_spec: SpectrogramConfig, *,
                   seed: int = 0) -> dict:
     """What a perfect spectrogram model would score after a run's decoder: real ``clips (N, T)`` at
-    ``spec.sample_rate`` through wav -> log-mel -> Griffin-Lim -> wav, judged like samples (Frechet
+    ``spec.sample_rate`` through wav -> spectrogram -> Griffin-Lim -> wav, judged like samples (Frechet
     against the test clips, classifier accuracy on their true ``labels``). The gap between this and
     the real-vs-real floor is the vocoder's; the gap between the samples and this is the model's."""
     round_trip = decode(encode(clips, spec), spec, seed=seed)
     metrics = evaluate_audio(round_trip, spec.sample_rate, labels, real_test, None, classifier_spec.sample_rate,
                              classifier, classifier_spec, seed=seed)
     return {"frechet_vocoder_floor": metrics["frechet"], "classifier_accuracy_vocoder_floor":
-            metrics["classifier_accuracy"]}
+            metrics["classifier_accuracy"],
+            "vocoder_spectral_convergence": float(spectral_convergence(clips, round_trip, spec).mean())}
 
 
 def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.Tensor,
@@ -153,4 +160,4 @@ def pitch_accuracy(samples: torch.Tensor, sample_rate: int, midi_pitches: torch.
 
 
 __all__ = ["CLASSIFIER_SPECS", "CLASSIFIER_TRAINING", "ROUND_TRIP_AUGMENT", "build_audio_classifier", "classifier_input",
-           "evaluate_audio", "load_audio_classifier", "pitch_accuracy", "vocoder_floor"]
+           "evaluate_audio", "load_audio_classifier", "pitch_accuracy", "predict_audio", "vocoder_floor"]
