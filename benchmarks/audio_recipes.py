@@ -112,14 +112,14 @@ def representations(args) -> str:
     16 kHz linear STFT magnitudes (what a model of the linear spectrogram would have to produce)."""
     from dataclasses import replace
 
-    old = R.SpokenDigitsConfig(sample_rate=8000, n_fft=512, hop_length=128, n_mels=32).spectrogram
-    wide = R.SpokenDigitsConfig().spectrogram  # today's default: 16 kHz, n_fft 512, hop 256
+    old = R.SpokenDigitsConfig().spectrogram  # the default: 8 kHz, 32 mels
+    wide = R.SpokenDigits16kConfig().spectrogram  # 16 kHz, n_fft 512, hop 256, 96 mels
     long = replace(wide, n_fft=1024)
-    variants = [("8 kHz, n_fft 512, 32 mels (the old default)", old)]
+    variants = [("8 kHz, n_fft 512, 32 mels (spoken_digits)", old)]
     variants += [(f"16 kHz, n_fft 1024, {n} mels", replace(long, n_mels=n)) for n in (64, 80, 128)]
-    variants += [(f"16 kHz, n_fft 512, {n} mels" + (" (the default)" if n == wide.n_mels else ""),
+    variants += [(f"16 kHz, n_fft 512, {n} mels" + (" (spoken_digits_16k)" if n == wide.n_mels else ""),
                   replace(wide, n_mels=n)) for n in (64, 80, 96, 128)]
-    variants += [(f"16 kHz, n_fft {s.n_fft}, linear ({s.bins} bins)", replace(s, scale="linear")) for s in (wide, long)]
+    variants += [(f"16 kHz, n_fft {s.n_fft}, linear", replace(s, scale="linear")) for s in (wide, long)]
     data = load_audio_dataset("spoken_digits")
     rows = []
     for name, spec in variants:

@@ -71,15 +71,22 @@ def final_loss(run_dir: Path) -> float | None:
     return json.loads(lines[-1])["loss"] if lines else None
 
 
+def drop_labels(labels: torch.Tensor | None, generator: torch.Generator, dropout: float,
+                null_class: int) -> torch.Tensor | None:
+    """``labels`` with each replaced by ``null_class`` with probability ``dropout`` (one uniform draw per
+    label from ``generator``); None and ``dropout == 0`` pass through untouched, drawing nothing."""
+    if labels is None or dropout <= 0:
+        return labels
+    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < dropout  # (B,)
+    return torch.where(drop, torch.full_like(labels, null_class), labels)
+
+
 def label_dropout_loss(model: Precond, batch: dict, generator: torch.Generator, *, weighting, dropout: float,
                        null_class: int) -> torch.Tensor:
     """The denoising loss per example with each label replaced by ``null_class`` with
     probability ``dropout`` (classifier-free guidance training, Ho & Salimans 2022).
     Everything random comes from ``generator``, so a resumed run is exact."""
-    x0, cond = batch["x"], batch.get("cond")
-    if cond is not None and dropout > 0:
-        drop = torch.rand(cond.shape, generator=generator, device=cond.device) < dropout  # (B,)
-        cond = torch.where(drop, torch.full_like(cond, null_class), cond)
+    x0, cond = batch["x"], drop_labels(batch.get("cond"), generator, dropout, null_class)
     sigma = model.schedule.sample_sigmas(x0.shape[0], generator=generator, device=x0.device)  # (B,)
     return denoising_loss(model, x0, sigma, weighting=weighting, cond=cond, generator=generator)
 

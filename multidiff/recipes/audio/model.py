@@ -15,8 +15,8 @@ from ...core.losses import denoising_loss
 from ...core.precond import Precond
 from ...data.audio import AUDIO_DATASETS, AudioDataset, load_audio_dataset
 from ..base import ClassConditionalConfig
-from ..common import (check_fields, label_dropout_objective, loss_weighting, make_schedule, noise_embedding,
-                      seeded_model)
+from ..common import (check_fields, drop_labels, label_dropout_objective, loss_weighting, make_schedule,
+                      noise_embedding, seeded_model)
 
 BACKBONES = ("unet1d", "unet2d")
 SPEC_FIELDS = tuple(f.name for f in fields(SpectrogramConfig))
@@ -223,10 +223,7 @@ def masked_loss(model: Precond, batch: dict, generator: torch.Generator, *, weig
     (:func:`~multidiff.adapters.audio.random_masks`: nothing known with probability ``1 - mask_rate``),
     and the denoising loss over every frame given the known frames and the mask
     (:func:`conditioning`). Everything random comes from ``generator``."""
-    x0, labels = batch["x"], batch.get("cond")
-    if labels is not None and dropout > 0:
-        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < dropout
-        labels = torch.where(drop, torch.full_like(labels, null_class), labels)
+    x0, labels = batch["x"], drop_labels(batch.get("cond"), generator, dropout, null_class)
     mask = random_masks(x0.shape[0], config.spectrogram, generator=generator, empty=1 - config.mask_rate,
                         gap_seconds=(config.gap_min_seconds, config.gap_max_seconds), device=x0.device)
     sigma = model.schedule.sample_sigmas(x0.shape[0], generator=generator, device=x0.device)
