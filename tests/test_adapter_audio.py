@@ -229,7 +229,8 @@ def test_context_signal_and_the_fill_baselines():
     signal = A.context_signal(known, mask)
     assert signal.shape == (2, 2, 3, 10)
     assert torch.equal(signal[:, 1], torch.broadcast_to(mask[:, 0], (2, 3, 10)))
-    assert torch.equal(signal[:, 0, :, 3:7], torch.zeros(2, 3, 4)) and torch.equal(signal[:, 0, :, :3], known[:, 0, :, :3])
+    assert torch.equal(signal[:, 0, :, 3:7], torch.zeros(2, 3, 4))
+    assert torch.equal(signal[:, 0, :, :3], known[:, 0, :, :3])
     line = A.interpolate_frames(known, mask)
     assert torch.allclose(line, known, atol=1e-6)  # the data is a ramp in time: the line recovers it
     tail = A.frame_mask(1, A.SpectrogramConfig(frames=10), known=(0, 6))

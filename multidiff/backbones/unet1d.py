@@ -97,7 +97,7 @@ class UNet1DConfig:
 
 UNET1D_PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
-    # CPU recipes: spoken digits (96 mels x 48 frames, mask-aware)
+    # CPU recipes: spoken digits (32 mels x 48 frames, 2.9M parameters; spoken_digits_16k: 96 mels, mask-aware)
     "small": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=1, mid_attention=True),
     # CPU recipes with more channels in: notes (64 mels x 32 frames, 6.5M parameters)
     "medium": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, mid_attention=True),
@@ -213,8 +213,7 @@ class UNet1D(nn.Module):
         if signal.ndim != 3 or tuple(signal.shape) != (x.shape[0], channels, x.shape[2]):
             raise ValueError(f"cond['image'] must have shape ({x.shape[0]}, {channels}, {x.shape[2]}) (or 4-D, "
                              f"folded to it), got {tuple(image.shape)}")
-        rest = {key: value for key, value in cond.items() if key != "image"}
-        return rest.get("label") if set(rest) <= {"label"} else rest, signal.to(x)
+        return {key: value for key, value in cond.items() if key != "image"}, signal.to(x)
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
         shape = x_in.shape

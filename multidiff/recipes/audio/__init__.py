@@ -55,11 +55,11 @@ from ..base import Domain, first
 from ..common import threads_of
 from ..registry import register
 from .evaluation import _evaluate, evaluate, evaluate_inpainting
-from .model import (BACKBONES, CLASSIFIER_DATASETS, CONFIGS, DESCRIPTIONS, LEGACY_FIELDS, SPEC_FIELDS, AudioConfig,
-                    NotesConfig, NotesGPUConfig, SpokenDigits16kConfig, SpokenDigitsConfig, SpokenDigitsGPUConfig, build_model, conditioning,
-                    guided_denoiser, load_data, masked_loss, objective)
-from .sampling import (_progress_grid, calibration_problem, draw, inpaint_test, load_run, read_config, sample, titles,
-                       write_samples)
+from .model import (BACKBONES, CLASSIFIER_DATASETS, CONFIGS, DESCRIPTIONS, SPEC_FIELDS, AudioConfig, NotesConfig,
+                    NotesGPUConfig, SpokenDigits16kConfig, SpokenDigitsConfig, SpokenDigitsGPUConfig, build_model,
+                    conditioning, guided_denoiser, load_data, masked_loss, objective)
+from .sampling import (_progress_grid, calibration_problem, config_of, draw, inpaint_test, load_run, read_config,
+                       sample, titles, write_samples)
 
 
 class Audio(Domain):
@@ -99,7 +99,7 @@ class Audio(Domain):
 
     def config_from_saved(self, run_dir, saved: dict):
         """As :meth:`Domain.config_from_saved`, with :data:`LEGACY_FIELDS` for fields older runs lack."""
-        return super().config_from_saved(run_dir, {**LEGACY_FIELDS, **saved})
+        return config_of(run_dir, saved)
 
 
 DOMAIN = Audio(sample=sample, evaluate=evaluate, write_samples=write_samples, inpaint=inpaint_test,
@@ -120,6 +120,6 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
 
 
 __all__ = ["AudioConfig", "BACKBONES", "CLASSIFIER_DATASETS", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig",
-           "SPEC_FIELDS", "SpokenDigits16kConfig", "SpokenDigitsConfig", "SpokenDigitsGPUConfig", "build_model", "conditioning", "draw",
-           "evaluate", "evaluate_inpainting", "guided_denoiser", "inpaint_test", "load_run", "masked_loss",
-           "objective", "read_config", "sample", "titles", "train", "write_samples"]
+           "SPEC_FIELDS", "SpokenDigits16kConfig", "SpokenDigitsConfig", "SpokenDigitsGPUConfig", "build_model",
+           "conditioning", "config_of", "draw", "evaluate", "evaluate_inpainting", "guided_denoiser", "inpaint_test",
+           "load_run", "masked_loss", "objective", "read_config", "sample", "titles", "train", "write_samples"]

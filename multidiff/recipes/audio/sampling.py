@@ -18,6 +18,7 @@ from ...core.samplers import default_sigmas
 from ...data.audio import AudioDataset, fitted_clips
 from ...train import from_pretrained, load_config
 from ...train.generate import draw as draw_samples
+from ...train.objective import to_device
 from ...train.progress import sampling_progress
 from ..base import check_label_guidance
 from ..common import config_from_saved, sampling_device, threads_of
@@ -54,7 +55,7 @@ def draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, see
     if config.conditional and num_classes > 1:
         labels = torch.arange(num) % num_classes if label is None else torch.full((num,), label)
         out["labels"] = labels
-    cond = _to(conditioning(config, labels, torch.zeros(num, *spec.shape)), device)  # nothing known: generation
+    cond = to_device(conditioning(config, labels, torch.zeros(num, *spec.shape)), device)  # nothing known: generation
     denoiser = guided_denoiser(model, config, num_classes, guidance, cond) if labels is not None else model
     start = time.perf_counter()
     x = draw_samples(denoiser, (num, *spec.shape), sigmas, sampler=sampler, generator=generator, device=device,
@@ -66,13 +67,6 @@ def draw(model: Precond, config: AudioConfig, num_classes: int, *, num: int, see
         out["samples"] = decode(out["spectrograms"], spec, seed=seed)
         out["decode_seconds"] = time.perf_counter() - start
     return out
-
-
-def _to(cond, device):
-    """``cond`` (None, a tensor, or a dict of tensors) on ``device``."""
-    if isinstance(cond, dict):
-        return {key: value.to(device) for key, value in cond.items()}
-    return None if cond is None else cond.to(device)
 
 
 def calibration_problem(run_dir: str | os.PathLike, num: int):
@@ -170,7 +164,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     if config.conditional and len(classes) > 1:
         labels = torch.full((num,), len(classes) if label is None else label)
     seen = mask if context else torch.zeros_like(mask)
-    cond = _to(conditioning(config, labels, reference, seen), device)
+    cond = to_device(conditioning(config, labels, reference, seen), device)
     denoiser = model
     if label is not None:
         denoiser = guided_denoiser(model, config, len(classes), config.guidance if guidance is None else guidance,
