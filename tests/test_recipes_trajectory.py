@@ -50,9 +50,36 @@ def test_maze_run_folder_and_its_evaluation(maze_run):
     for key in ("success_rate", "mean_return", "normalised_score", "mean_steps_to_success", "plan_seconds",
                 "train_seconds", "reference", "random", "bc"):
         assert key in report, key
-    assert report["denoiser_calls_per_plan"] == 2 and report["plans_per_episode"] == 1
+    assert report["denoiser_calls_per_plan"] == 2 and 1 <= report["plans_per_episode"] <= 19  # a replan every 16
     assert report["reference"]["normalised_score"] == 100.0 and report["random"]["normalised_score"] == 0.0
+    assert report["d4rl_reference"]["normalised_score_d4rl"] == 100.0 and "normalised_score_d4rl" in report
     assert 0 <= report["success_rate"] <= 1 and report["max_steps"] == 300
+    assert report["arrival_min"] == 4 and report["num_plans"] == 16  # the goal at a chosen step, earliest feasible
+    saved = json.loads((maze_run / "config.json").read_text())
+    assert len(saved["config"]["planner"]["max_step_change"]) == 4  # the data's speeds, for the feasibility test
+    assert saved["model"]["backbone"]["in_channels"] == 6 + 4 + 2 + 1  # start, goal, timeline channels
+
+
+def test_an_episode_loop_of_our_own_sees_what_plan_reports(maze_run):
+    """The Planner contract (from_run, make_env, reset, act) drives exactly the behaviour `plan` measures."""
+    from multidiff.metrics.trajectory import episode_starts
+
+    report = R.plan(maze_run, episodes=2, seed=5)
+    planner = Planner.from_run(maze_run, device="cpu", seed=5)
+    env = planner.make_env()
+    returns = []
+    for start in episode_starts(env, 2, 5):
+        obs, _ = env.reset(seed=start["seed"], options=start["options"])
+        planner.reset(obs)
+        total = 0.0
+        for _ in range(report["max_steps"]):
+            obs, reward, terminated, truncated, info = env.step(planner.act(obs))
+            total += reward
+            if terminated:
+                break
+        returns.append(total)
+    env.close()
+    assert np.mean(returns) == report["mean_return"]
 
 
 def test_plan_reports_the_figures_and_draws_the_paths(maze_run, tmp_path):
@@ -123,7 +150,8 @@ def test_value_guided_pendulum_on_an_offline_file(pendulum_run):
 
 def test_diffusers_unconditional_training_also_plans(tmp_path, monkeypatch):
     monkeypatch.setenv("MULTIDIFF_CACHE", str(tmp_path / "cache"))
-    config = R.PointMazeUMazeConfig(data_steps=3000, conditioned=False, **{**TINY, "eval_episodes": 1, "bc_steps": 0})
+    config = R.PointMazeUMazeConfig(data_steps=3000, conditioned=False, arrival_min=0,
+                                    **{**TINY, "eval_episodes": 1, "bc_steps": 0})
     run = R.train(config, tmp_path / "plain")
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["backbone"]["in_channels"] == 6 and saved["config"]["planner"]["conditioned"] is False

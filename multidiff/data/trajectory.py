@@ -358,6 +358,16 @@ def window_starts(dataset: dict, horizon: int, stride: int = 1) -> np.ndarray:
     return np.concatenate(starts) if starts else np.zeros(0, np.int64)
 
 
+def step_change_limits(dataset: dict) -> np.ndarray:
+    """``(S,)`` the largest change of each observation feature from one step to the next inside an
+    episode: how fast the data ever moves (a planner's feasibility test of its plans)."""
+    observations = np.asarray(dataset["observations"], np.float64)
+    changes = [np.abs(np.diff(observations[part], axis=0)) for part in episodes(dataset) if part.stop - part.start > 1]
+    if not changes:
+        raise ValueError("no episode has two steps: the data give no step changes")
+    return np.concatenate(changes).max(axis=0)
+
+
 def segments(dataset: dict, horizon: int, stride: int = 1) -> torch.Tensor:
     """Windows ``(M, horizon, obs_dim + act_dim)`` float32 of ``[observation, action]`` rows that never
     cross an episode end (as Diffuser's SequenceDataset without padding). They are copies: ``M * horizon``

@@ -108,13 +108,17 @@ def episode_scores(result: dict) -> dict:
 def policy_scores(results: dict[str, dict]) -> dict[str, dict]:
     """:func:`episode_scores` of each policy's :func:`run_episodes` result on the same starts, with
     its :func:`normalised_score` between the ``"random"`` policy's and the ``"reference"`` one's
-    mean returns (None without a reference)."""
+    mean returns (None without a reference) and, when there is a ``"d4rl_reference"``, its
+    ``normalised_score_d4rl`` relative to that one."""
     scores = {name: episode_scores(result) for name, result in results.items()}
     random_return = scores["random"]["mean_return"]
     reference_return = scores["reference"]["mean_return"] if "reference" in scores else None
+    d4rl_return = scores["d4rl_reference"]["mean_return"] if "d4rl_reference" in scores else None
     for values in scores.values():
         values["normalised_score"] = (None if reference_return is None else
                                       normalised_score(values["mean_return"], random_return, reference_return))
+        if d4rl_return is not None:  # relative to D4RL's own (slower) Maze2D controller, as published scores are
+            values["normalised_score_d4rl"] = normalised_score(values["mean_return"], random_return, d4rl_return)
     return scores
 
 

@@ -4,6 +4,8 @@ the trajectory domain's adapter, one concept per module.
 ==================  ================================================================
 ``normalizer``      :class:`Normalizer` (per feature, to model space) and the
                     ``[observation, action]`` rows it is fitted on
+``arrival``         plans that arrive at a chosen step (the goal at rest after it), and
+                    the feasibility test that picks the earliest
 ``denoiser``        the ``(B, H, D)`` denoiser of the temporal U-Net, the start and
                     goal conditions (inpainting masks, extra input channels), the
                     training loss on windows, value-guided sampling of plans
@@ -21,6 +23,8 @@ runner and its scores live with the other metrics (:mod:`multidiff.metrics.traje
 gymnasium (and gymnasium-robotics for PointMaze) are imported only when an env is made.
 """
 
+from .arrival import (ArrivalWindowLoss, arrival_channels, arrival_constraints, arrival_grid, earliest_feasible,
+                      hold_after, plan_violations, rest_row, timeline, wall_hits)
 from .denoiser import (TRAJECTORY_PRESETS, CallCounter, ConditionedDenoiser, TrajectoryDenoiser, WindowLoss,
                        backbone_config, condition_mask, constraints, sample_plans, value_guided, with_condition)
 from .env import (MAZE_KWARGS, MAZES, PENDULUM_ID, MazeGeometry, MissingGymnasium, is_maze, make_env, make_maze_env,
@@ -30,14 +34,16 @@ from .networks import (BC_FILE, INVERSE_FILE, VALUE_FILE, BCNet, ValueModel, bui
 from .normalizer import NORMALIZERS, Normalizer, step_rows
 from .pictures import plan_png, plan_title
 from .planner import TRACKING, Planner, PlannerSettings
-from .policies import (BCPolicy, ControllerPolicy, NoisyControllerPolicy, RandomPolicy, SwingUpController,
-                       WaypointController)
+from .policies import (BCPolicy, ControllerPolicy, D4RLWaypointController, NoisyControllerPolicy, RandomPolicy,
+                       SwingUpController, WaypointController)
 
-__all__ = ["BCNet", "BCPolicy", "BC_FILE", "CallCounter", "ConditionedDenoiser", "ControllerPolicy", "INVERSE_FILE",
-           "MAZES", "MAZE_KWARGS", "MazeGeometry", "MissingGymnasium", "NORMALIZERS", "NoisyControllerPolicy",
-           "Normalizer", "PENDULUM_ID", "Planner", "PlannerSettings", "RandomPolicy", "SwingUpController", "TRACKING",
-           "TRAJECTORY_PRESETS", "TrajectoryDenoiser", "VALUE_FILE", "ValueModel", "WaypointController", "WindowLoss",
-           "backbone_config", "build_mlp", "build_value_model", "condition_mask", "constraints", "is_maze",
-           "load_mlp", "load_value_model", "make_env", "make_maze_env", "maze_env_id", "maze_geometry", "plan_png",
-           "plan_title", "returns_to_go", "sample_plans", "save_mlp", "save_value_model", "shortest_path",
-           "split_observation", "step_rows", "value_guided", "with_condition"]
+__all__ = ["ArrivalWindowLoss", "BCNet", "BCPolicy", "BC_FILE", "CallCounter", "ConditionedDenoiser",
+           "ControllerPolicy", "D4RLWaypointController", "INVERSE_FILE", "MAZES", "MAZE_KWARGS", "MazeGeometry",
+           "MissingGymnasium", "NORMALIZERS", "NoisyControllerPolicy", "Normalizer", "PENDULUM_ID", "Planner",
+           "PlannerSettings", "RandomPolicy", "SwingUpController", "TRACKING", "TRAJECTORY_PRESETS",
+           "TrajectoryDenoiser", "VALUE_FILE", "ValueModel", "WaypointController", "WindowLoss", "arrival_channels",
+           "arrival_constraints", "arrival_grid", "backbone_config", "build_mlp", "build_value_model",
+           "condition_mask", "constraints", "earliest_feasible", "hold_after", "is_maze", "load_mlp",
+           "load_value_model", "make_env", "make_maze_env", "maze_env_id", "maze_geometry", "plan_png", "plan_title",
+           "plan_violations", "rest_row", "returns_to_go", "sample_plans", "save_mlp", "save_value_model",
+           "shortest_path", "split_observation", "step_rows", "timeline", "value_guided", "wall_hits", "with_condition"]

@@ -88,13 +88,18 @@ def condition_mask(horizon: int, dim: int, obs_dim: int, *, goal_dims=(), rest_d
     return mask
 
 
-def with_condition(model: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+def with_condition(model: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                   timeline: torch.Tensor | None = None) -> torch.Tensor:
     """The network input of a conditioned model: ``x (B, D, H)`` followed by ``K`` channels that
-    repeat the known values ``cond (B, K)`` along time, divided by the preconditioning's ``c_in``
-    so that the network reads them at their own scale at every noise level."""
+    repeat the known values ``cond (B, K)`` along time (and, given ``timeline (B, H)``, one channel
+    that varies along time: the arrival indicator of :mod:`.arrival`), divided by the
+    preconditioning's ``c_in`` so that the network reads them at their own scale at every noise
+    level."""
     c_in = model.coefficients(sigma)[2]  # (B,)
-    channels = (cond / c_in[:, None])[:, :, None].expand(-1, -1, x.shape[2])  # (B, K, H)
-    return torch.cat([x, channels.to(x)], dim=1)  # (B, D + K, H)
+    channels = cond[:, :, None].expand(-1, -1, x.shape[2])  # (B, K, H)
+    if timeline is not None:
+        channels = torch.cat([channels, timeline[:, None, :].to(channels)], dim=1)  # (B, K + 1, H)
+    return torch.cat([x, (channels / c_in[:, None, None]).to(x)], dim=1)  # (B, D + K [+ 1], H)
 
 
 class WindowLoss:
@@ -127,9 +132,16 @@ class WindowLoss:
         if self.known_mask is None:
             return denoising_loss(model, x0, sigma, weighting=self.weighting, generator=generator)
         cond = windows[:, self.known_mask.to(x0.device) > 0]  # (B, K)
+        return self.conditioned_loss(model, x0, sigma, cond, None, generator)
+
+    def conditioned_loss(self, model: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                         timeline: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """The weighted denoising loss of ``x0 (B, D, H)`` at ``sigma`` for a network that reads
+        ``cond`` (and ``timeline``) as extra channels (:func:`with_condition`; its extra outputs
+        are ignored)."""
         noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
         x = x0 + sigma[:, None, None] * noise
-        out, c_skip, c_out = model.raw(with_condition(model, x, sigma, cond), sigma)
+        out, c_skip, c_out = model.raw(with_condition(model, x, sigma, cond, timeline), sigma)
         dim = x0.shape[1]
         target = (x0 - c_skip * x) / c_out  # what the network should output in the trajectory channels
         err = ((out[:, :dim].float() - target.float()) ** 2).flatten(1).mean(1)
@@ -138,11 +150,12 @@ class WindowLoss:
 
 class ConditionedDenoiser(nn.Module):
     """The ``(B, H, D)`` denoiser of a model trained with a ``known_mask``, given the known values
-    ``cond (B, K)`` (``known[:, mask > 0]`` of :func:`constraints`)."""
+    ``cond (B, K)`` (``known[:, mask > 0]`` of :func:`constraints`) and, for a model trained on
+    arrival steps (:mod:`.arrival`), their ``timeline (B, H)``."""
 
-    def __init__(self, model: nn.Module, cond: torch.Tensor):
+    def __init__(self, model: nn.Module, cond: torch.Tensor, timeline: torch.Tensor | None = None):
         super().__init__()
-        self.model, self.cond = model, cond
+        self.model, self.cond, self.timeline = model, cond, timeline
 
     @property
     def schedule(self):
@@ -151,7 +164,7 @@ class ConditionedDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         x_t = x.transpose(1, 2)  # (B, D, H)
-        denoised = self.model(with_condition(self.model, x_t, sigma, self.cond.to(x)), sigma)
+        denoised = self.model(with_condition(self.model, x_t, sigma, self.cond.to(x), self.timeline), sigma)
         return denoised[:, :x_t.shape[1]].transpose(1, 2)  # (B, H, D)
 
 
@@ -180,21 +193,41 @@ def constraints(normalizer: Normalizer, horizon: int, obs_dim: int, first_obs: t
 
 def sample_plans(denoiser, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, *,
                  method: str = DEFAULT_METHOD, generator: torch.Generator | None = None, value=None,
-                 guidance_scale: float = 0.0, callback=None) -> torch.Tensor:
+                 guidance_scale: float = 0.0, callback=None, start: torch.Tensor | None = None,
+                 guidance_sigma_max: float = 0.0) -> torch.Tensor:
     """Trajectories ``(B, H, D)`` with ``known`` kept exactly where ``mask`` is 1, sampled by
     ``method`` on ``denoiser`` (of ``(B, H, D)``); with a ``value`` model and ``guidance_scale > 0``
-    the denoiser is first steered up the value's gradient (``D + scale sigma^2 grad V``)."""
+    the denoiser is first steered up the value's gradient (``D + scale sigma^2 grad V``); ``start``
+    warm-starts from earlier plans (``sigmas`` then the tail of a grid, see ``sample_inpaint``)."""
     options = {} if callback is None else {"callback": callback}
-    return sample_inpaint(value_guided(denoiser, value, guidance_scale), known, mask, sigmas, method=method,
+    if start is not None:
+        options["start"] = start
+    guided = value_guided(denoiser, value, guidance_scale, guidance_sigma_max)
+    return sample_inpaint(guided, known, mask, sigmas, method=method,
                           generator=generator, **options)
 
 
-def value_guided(denoiser, value, guidance_scale: float):
+def value_guided(denoiser, value, guidance_scale: float, sigma_max: float = 0.0):
     """``denoiser`` steered up the gradient of the noisy-plan ``value`` model (``D + scale sigma^2
-    grad V``); unchanged without a value model or with ``guidance_scale <= 0``."""
+    grad V``), at every noise level or, with ``sigma_max > 0``, only where ``sigma <= sigma_max``;
+    unchanged without a value model or with ``guidance_scale <= 0``."""
     if value is None or guidance_scale <= 0:
         return denoiser
-    return GradientGuidance(denoiser, lambda x, sigma, cond=None: value(x, sigma), guidance_scale, on="x")
+    guided = GradientGuidance(denoiser, lambda x, sigma, cond=None: value(x, sigma), guidance_scale, on="x")
+    return guided if sigma_max <= 0 else SigmaWindow(guided, denoiser, sigma_max)
+
+
+class SigmaWindow:
+    """``inside`` where every draw's sigma is at most ``sigma_max``, else ``outside`` (guidance
+    applied only at the low noise levels, where the plan's details are settled)."""
+
+    def __init__(self, inside, outside, sigma_max: float):
+        self.inside, self.outside, self.sigma_max = inside, outside, float(sigma_max)
+
+    def __call__(self, x, sigma, cond=None):
+        low = float(torch.as_tensor(sigma).max()) <= self.sigma_max
+        chosen = self.inside if low else self.outside
+        return chosen(x, sigma) if cond is None else chosen(x, sigma, cond)
 
 
 class CallCounter:

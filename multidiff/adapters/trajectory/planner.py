@@ -8,8 +8,11 @@ controller; for point-mass envs whose actions push the position features),
 ``"inverse"`` takes the action a learned inverse dynamics model (Ajay et al.
 2023) gives for the next planned state, ``"actions"`` executes the planned
 actions. ``replan_every = K`` samples a new plan every K steps (receding
-horizon); 0 plans once per goal. The planner samples several plans, ranks them
-by value and executes the best.
+horizon, keeping the current plan's arrival deadline); 0 plans once per goal.
+The planner samples ``num_plans`` plans in one batch and executes the one
+:meth:`Planner.rank` picks: feasible first, then the earliest arrival (goal
+reaching with a model trained on arrival steps, :mod:`.arrival`) or the
+highest value (with a value model).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from torch import nn
 
 from ...core.guidance import Inpaint
 from ...core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas
+from .arrival import arrival_constraints, arrival_grid, earliest_feasible, plan_violations
 from .denoiser import CallCounter, ConditionedDenoiser, TrajectoryDenoiser, constraints, sample_plans, value_guided
-from .env import make_env, split_observation
+from .env import is_maze, make_env, maze_geometry, split_observation
 from .networks import INVERSE_FILE, BCNet, ValueModel, load_mlp, load_value_model
 from .normalizer import Normalizer
 
@@ -55,12 +59,21 @@ class PlannerSettings:
     replan_every: int = 0  # steps between plans; 0: one plan per goal (open loop)
     num_plans: int = 1  # plans sampled at once; the best by value is executed
     guidance_scale: float = 0.0  # value guidance (needs a value model)
+    guidance_sigma_max: float = 0.0  # apply it only at noise levels sigma <= this; 0: at every level
     conditioned: bool = False  # the model takes the known values as extra channels (WindowLoss's known_mask)
     sampler: str = DEFAULT_METHOD
     sample_steps: int = 16
+    # goal reaching with a model trained on arrival steps (multidiff.adapters.trajectory.arrival): the
+    # plans of one batch arrive at steps spread over [arrival_min, deadline] and the earliest feasible one
+    # is executed; 0: the goal at the last step (Diffuser's)
+    arrival_min: int = 0
+    max_step_change: tuple[float, ...] = ()  # the data's largest per-step change of each state feature
+    warm_start: int = 0  # replanning: run only the last so many grid steps from the previous plan; 0: from noise
+    arrival_radius: float = 0.1  # an arrival planner stops replanning once its plan has arrived and it is this near
 
     def __post_init__(self):
-        for name in ("goal_dims", "rest_dims", "position_dims", "velocity_dims", "action_low", "action_high"):
+        for name in ("goal_dims", "rest_dims", "position_dims", "velocity_dims", "action_low", "action_high",
+                     "max_step_change"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.tracking not in TRACKING:
             raise ValueError(f"unknown tracking {self.tracking!r}; choose one of: {', '.join(TRACKING)}")
@@ -69,6 +82,11 @@ class PlannerSettings:
         for name in ("obs_dim", "act_dim", "horizon", "num_plans", "sample_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.arrival_min < self.horizon or not 0 <= self.warm_start <= self.sample_steps:
+            raise ValueError(f"need 0 <= arrival_min < horizon ({self.horizon}) and 0 <= warm_start <= sample_steps "
+                             f"({self.sample_steps}), got {self.arrival_min}, {self.warm_start}")
+        if self.max_step_change and len(self.max_step_change) != self.obs_dim:
+            raise ValueError(f"max_step_change needs {self.obs_dim} entries, got {len(self.max_step_change)}")
         if self.replan_every < 0 or self.guidance_scale < 0:
             raise ValueError(f"need replan_every >= 0 and guidance_scale >= 0, got {self.replan_every}, "
                              f"{self.guidance_scale}")
@@ -167,25 +185,36 @@ class Planner:
         self.goal: np.ndarray | None = None
         self.t = 0
 
-    def sample(self, states, goals=None, *, callback=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @property
+    def arrives(self) -> bool:
+        """Whether plans arrive at a chosen step (a model trained on arrival steps, goal reaching)."""
+        return bool(self.settings.arrival_min and self.settings.goal_dims)
+
+    def sample(self, states, goals=None, *, arrivals=None, start: torch.Tensor | None = None, sigmas=None,
+               callback=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Plans ``(N, H, D)`` in model space from ``states (N, S)`` (and ``goals (N, G)``, in env
-        units), and their values ``(N,)`` (None without a value model)."""
+        units; for an arrival model reached at steps ``arrivals (N,)``, default ``H - 1``), and their
+        values ``(N,)`` (None without a value model). ``start`` and ``sigmas``: a warm start from
+        earlier plans down the tail of a grid (default: the run's full grid, from noise)."""
         s = self.settings
-        known, mask = self.constraints(states, goals)
-        counter = CallCounter(self._network(known, mask[0] > 0))
-        sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
+        known, mask = self.constraints(states, goals, arrivals)
+        counter = CallCounter(self._network(known, mask))
+        if sigmas is None:
+            sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
         with torch.no_grad():
             x = sample_plans(counter, known, mask, sigmas, method=s.sampler, generator=self.generator,
-                             value=self.value, guidance_scale=s.guidance_scale, callback=callback)  # (N, H, D)
+                             value=self.value, guidance_scale=s.guidance_scale, callback=callback,
+                             start=start, guidance_sigma_max=s.guidance_sigma_max)  # (N, H, D)
             values = None
             if self.value is not None:
                 values = self.value(x, torch.full((len(x),), float(self.model.schedule.sigma_min), device=self.device))
         self.last_calls = counter.calls
         return x, values
 
-    def constraints(self, states, goals=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def constraints(self, states, goals=None, arrivals=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``known, mask (N, H, D)`` in model space for plans from ``states (N, S)`` (and ``goals
-        (N, G)`` in env units, when the planner reaches goals)."""
+        (N, G)`` in env units, when the planner reaches goals; at steps ``arrivals (N,)`` for an
+        arrival model, default ``H - 1``)."""
         s = self.settings
         first = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
         goal = None
@@ -193,13 +222,30 @@ class Planner:
             if goals is None:
                 raise ValueError(f"this planner reaches goals: give the env's desired_goal ({len(s.goal_dims)} values)")
             goal = torch.as_tensor(np.asarray(goals), dtype=torch.float32, device=self.device)
+        if self.arrives:
+            steps = np.full(len(first), s.horizon - 1) if arrivals is None else np.asarray(arrivals)
+            known, mask, _ = arrival_constraints(self.normalizer, s.horizon, s.obs_dim, first, goal,
+                                                 torch.as_tensor(steps, dtype=torch.long, device=self.device),
+                                                 goal_dims=s.goal_dims, rest_dims=s.rest_dims)
+            return known, mask
         return constraints(self.normalizer, s.horizon, s.obs_dim, first, goal, goal_dims=s.goal_dims,
                            rest_dims=s.rest_dims)
 
-    def _network(self, known: torch.Tensor, keep: torch.Tensor):
-        """The denoiser of plans whose known values are ``known (n, H, D)`` at ``keep (H, D)``:
-        the network conditioned on them if it was trained so, else the plain one."""
-        return ConditionedDenoiser(self.model, known[:, keep]) if self.settings.conditioned else self.denoiser
+    def _network(self, known: torch.Tensor, mask: torch.Tensor):
+        """The denoiser of plans whose known values are ``known (n, H, D)`` where ``mask (n, H, D)``
+        (or ``(H, D)``) is 1: the network conditioned on them if it was trained so, else the plain
+        one. An arrival model reads the start, the goal (known at the last step) and the timeline,
+        which is where the goal's first feature is known, after step 0."""
+        s = self.settings
+        if not s.conditioned:
+            return self.denoiser
+        mask = mask.expand_as(known)
+        if not self.arrives:
+            return ConditionedDenoiser(self.model, known[:, mask[0] > 0])
+        cond = torch.cat([known[:, 0, :s.obs_dim], known[:, -1, list(s.goal_dims)]], dim=1)
+        timeline = mask[:, :, s.goal_dims[0]].clone()
+        timeline[:, 0] = 0
+        return ConditionedDenoiser(self.model, cond, timeline)
 
     def calibration_denoiser(self, mask: torch.Tensor):
         """The denoiser :meth:`sample` draws plans with, as a function ``(x, sigma, cond)`` of each
@@ -207,29 +253,80 @@ class Planner:
         D)`` is the same for every draw), so a grid can be calibrated on any slice of a batch of
         plans: the conditioned network, value guidance when the run uses it, the constraints
         inpainted."""
-        keep = mask > 0
 
         def denoiser(x, sigma, cond):
-            base = value_guided(self._network(cond, keep), self.value, self.settings.guidance_scale)
+            base = value_guided(self._network(cond, mask.to(cond)), self.value, self.settings.guidance_scale,
+                                self.settings.guidance_sigma_max)
             return Inpaint(base, mask.to(x), cond)(x, sigma)
 
         return denoiser
 
-    def plan(self, state: np.ndarray, goal: np.ndarray | None = None) -> dict:
-        """Sample ``num_plans`` plans from ``state`` (and ``goal``) and return the best:
-        ``observations (H, S)``, ``actions (H, A)`` in env units, ``value`` (normalised; None
-        without a value model)."""
+    def violations(self, observations: np.ndarray, arrivals: np.ndarray) -> np.ndarray:
+        """``(N,)`` steps of each plan ``observations (N, H, S)`` (env units) up to its arrival that
+        are infeasible: a state change beyond the data's (``max_step_change``) or, in a maze, a
+        position in a wall (:func:`~.arrival.plan_violations`)."""
         s = self.settings
-        start = time.perf_counter()
+        return plan_violations(observations, arrivals, max_change=s.max_step_change, geometry=self.geometry,
+                               position_dims=s.position_dims or (0, 1))
+
+    @property
+    def geometry(self):
+        if not hasattr(self, "_geometry"):
+            self._geometry = None
+            if is_maze(self.settings.env_id):
+                env = self.make_env()
+                try:
+                    self._geometry = maze_geometry(env)
+                finally:
+                    env.close()
+        return self._geometry
+
+    def rank(self, values: torch.Tensor | None, arrivals: np.ndarray | None, violations: np.ndarray) -> int:
+        """The plan to execute, by one rule for every env: the feasible plans first (fewest
+        violations), then the task's score: the earliest arrival for goal reaching with an arrival
+        model, else the highest value (with a value model), else the first drawn."""
+        if arrivals is not None:
+            return earliest_feasible(arrivals, violations)
+        score = np.zeros(len(violations)) if values is None else -values.double().cpu().numpy()
+        return int(np.lexsort((np.arange(len(violations)), score, violations))[0])
+
+    def plan(self, state: np.ndarray, goal: np.ndarray | None = None) -> dict:
+        """Sample ``num_plans`` plans from ``state`` (and ``goal``) and return the one :meth:`rank`
+        picks: ``observations (H, S)``, ``actions (H, A)`` in env units, ``value`` (normalised;
+        None without a value model), ``arrival`` (its arrival step; ``H - 1`` for fixed-horizon
+        plans) and ``x`` (model space). An arrival planner spreads the plans' arrival steps over
+        ``[arrival_min, deadline]``; the deadline is ``H - 1``, or, when it replans towards the
+        same goal, the current plan's arrival less the steps taken since (it keeps its deadline);
+        with ``warm_start`` it then starts from that plan, shifted, down the grid's last steps. A
+        deadline already passed (the point lagged behind its plan) is dropped: ``H - 1`` again."""
+        s = self.settings
+        start_time = time.perf_counter()
         states = np.repeat(np.asarray(state, np.float64)[None], s.num_plans, axis=0)
         goals = None if goal is None else np.repeat(np.asarray(goal, np.float64)[None], s.num_plans, axis=0)
-        x, values = self.sample(states, goals)
-        best = 0 if values is None else int(values.argmax())
-        self.plan_seconds.append(time.perf_counter() - start)
+        previous = self.current if self.current is not None and not self._goal_moved(goal) else None
+        since = 0 if previous is None else self.t - previous["t"]
+        arrivals, start, sigmas = None, None, None
+        if self.arrives:  # keep the deadline; a plan that missed it (the point lags) starts afresh
+            deadline = s.horizon - 1 if previous is None else previous["arrival"] - since
+            arrivals = arrival_grid(s.arrival_min, deadline if deadline >= s.arrival_min else s.horizon - 1,
+                                    s.num_plans)
+        if previous is not None and s.warm_start:
+            shifted = torch.cat([previous["x"][since:], previous["x"][-1:].expand(since, -1)])[:s.horizon]
+            start = shifted[None].expand(s.num_plans, -1, -1).to(self.device)
+            sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
+            sigmas = sigmas[-(s.warm_start + 1):]
+        x, values = self.sample(states, goals, arrivals=arrivals, start=start, sigmas=sigmas)
+        rows = self.normalizer.decode(x.double().cpu()).numpy()  # (N, H, D)
+        reach = np.full(s.num_plans, s.horizon - 1) if arrivals is None else arrivals
+        best = self.rank(values, arrivals, self.violations(rows[..., :s.obs_dim], reach))
+        self.plan_seconds.append(time.perf_counter() - start_time)
         self.denoiser_calls.append(self.last_calls)
-        rows = self.normalizer.decode(x[best].double().cpu()).numpy()  # (H, D)
-        return {"observations": rows[:, :s.obs_dim], "actions": rows[:, s.obs_dim:],
-                "value": None if values is None else float(values[best])}
+        return {"observations": rows[best, :, :s.obs_dim], "actions": rows[best, :, s.obs_dim:],
+                "value": None if values is None else float(values[best]), "arrival": int(reach[best]),
+                "x": x[best].cpu()}
+
+    def _goal_moved(self, goal) -> bool:
+        return (goal is None) != (self.goal is None) or (goal is not None and not np.array_equal(goal, self.goal))
 
     @torch.no_grad()
     def inverse_action(self, state: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -248,9 +345,11 @@ class Planner:
             raise ValueError(f"this planner reaches goals: it needs a dict observation whose desired_goal has "
                              f"{len(s.goal_dims)} values, got {None if goal is None else len(goal)}")
         goal = goal if s.goal_dims else None
-        goal_moved = (goal is None) != (self.goal is None) or (goal is not None and not np.array_equal(goal, self.goal))
+        goal_moved = self._goal_moved(goal)
         since = self.t - self.current["t"] if self.current is not None else 0
-        if (self.current is None or goal_moved or (s.replan_every and since >= s.replan_every)
+        arrived = (self.arrives and self.current is not None and since >= self.current["arrival"]
+                   and np.linalg.norm(state[list(s.goal_dims)] - goal) <= s.arrival_radius)
+        if (self.current is None or goal_moved or (s.replan_every and since >= s.replan_every and not arrived)
                 or (s.tracking != "pd" and since >= s.horizon - 1)):
             self.current = {"t": self.t, **self.plan(state, goal)}
             self.plans.append(self.current)

@@ -86,6 +86,54 @@ class WaypointController:
         return np.clip(self.kp * (target - xy) - self.kd * velocity, -1.0, 1.0)
 
 
+# D4RL's own Maze2D controller (d4rl/pointmaze/waypoint_controller.py), whose returns D4RL's normalised
+# scores are relative to: p_gain 10, d_gain -1, a waypoint counts as reached within 0.1 m while the point
+# moved less than 0.1 m in the last step, and each intermediate waypoint is its cell centre shifted by
+# up to 0.2 m per axis at random
+D4RL_KP, D4RL_KD, D4RL_THRESHOLD, D4RL_STEP_THRESHOLD, D4RL_JITTER = 10.0, 1.0, 0.1, 0.1, 0.2
+
+
+class D4RLWaypointController:
+    """D4RL's Maze2D reference controller, run in our env: the shortest cell path to the goal, its
+    cells' centres jittered by up to ``D4RL_JITTER`` as waypoints, the goal last; the PD law
+    ``kp (waypoint - xy) - kd v`` (clipped to [-1, 1]) moves on to the next waypoint only once
+    within ``D4RL_THRESHOLD`` of the current one *and* nearly still (less than
+    ``D4RL_STEP_THRESHOLD`` moved in the last step), so it stops at every cell. That is the slow
+    reference behind D4RL's (and Diffuser's) Maze2D scores; the jitter comes from ``seed``."""
+
+    def __init__(self, geometry: MazeGeometry, seed: int = 0):
+        self.geometry = geometry
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.goal: np.ndarray | None = None
+        self.waypoints: list[np.ndarray] = []
+        self.index = 0
+        self.previous: np.ndarray | None = None
+
+    def __call__(self, observation: dict) -> np.ndarray:
+        state = np.asarray(observation["observation"], dtype=np.float64)
+        xy, velocity = state[:2], state[2:4]
+        goal = np.asarray(observation["desired_goal"], dtype=np.float64)
+        if self.goal is None or not np.array_equal(goal, self.goal):
+            self.goal, self.index = goal.copy(), 0
+            cell = self.geometry.xy_to_cell(xy)
+            if not self.geometry.is_free(cell):
+                cell = min(self.geometry.free_cells(), key=lambda c: np.linalg.norm(self.geometry.cell_to_xy(c) - xy))
+            path = shortest_path(self.geometry, cell, self.geometry.xy_to_cell(goal))
+            self.waypoints = [self.geometry.cell_to_xy(c) - self.rng.uniform(size=2) * D4RL_JITTER
+                              for c in path[1:-1]] + [goal]
+            self.previous = xy.copy()
+        moved = float(np.linalg.norm(xy - self.previous))
+        target = self.waypoints[self.index]
+        if (self.index < len(self.waypoints) - 1 and np.linalg.norm(target - xy) < D4RL_THRESHOLD
+                and moved < D4RL_STEP_THRESHOLD):
+            self.index += 1
+        self.previous = xy.copy()
+        return np.clip(D4RL_KP * (target - xy) - D4RL_KD * velocity, -1.0, 1.0)
+
+
 class SwingUpController:
     """Energy-shaping swing-up plus a PD hold at the top for Pendulum-v1's ``(cos, sin, theta')``
     observations; returns a torque of shape ``(1,)`` in ``[-2, 2]``."""
@@ -184,5 +232,6 @@ class NoisyControllerPolicy:
         return np.clip(action + self.noise * self.rng.standard_normal(action.shape), self.low, self.high)
 
 
-__all__ = ["BCPolicy", "ControllerPolicy", "HOLD_KD", "HOLD_KP", "KD", "KP", "MAX_TORQUE", "NoisyControllerPolicy",
-           "RandomPolicy", "SWING_GAIN", "SWITCH", "SwingUpController", "WAYPOINT_THRESHOLD", "WaypointController"]
+__all__ = ["BCPolicy", "ControllerPolicy", "D4RLWaypointController", "D4RL_KD", "D4RL_KP", "D4RL_THRESHOLD", "HOLD_KD",
+           "HOLD_KP", "KD", "KP", "MAX_TORQUE", "NoisyControllerPolicy", "RandomPolicy", "SWING_GAIN", "SWITCH",
+           "SwingUpController", "WAYPOINT_THRESHOLD", "WaypointController"]

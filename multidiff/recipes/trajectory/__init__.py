@@ -4,7 +4,8 @@ Janner et al. 2022) on gymnasium environments.
 ===================  ==================================================================
 ``pointmaze_umaze``  the CPU default: gymnasium-robotics' PointMaze U-Maze, data of a
                      noisy waypoint controller (multidiff.data.trajectory), horizon 128;
-                     plans start and goal by inpainting, a PD law tracks the plan
+                     plans arrive at a chosen step (16 in a batch, the earliest
+                     feasible executed, a replan every 16 steps), a PD law tracks it
 ``pointmaze_medium`` the Medium maze, horizon 256, sized for a GPU
 ``pointmaze_large``  the Large maze, horizon 384, sized for a GPU
 ``pendulum``         gymnasium's Pendulum-v1, reward maximising: mixed random and
@@ -38,14 +39,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...adapters.trajectory import (BC_FILE, INVERSE_FILE, VALUE_FILE, BCPolicy, Normalizer, PlannerSettings,
-                                   WindowLoss, condition_mask, save_mlp, save_value_model, step_rows)
+from ...adapters.trajectory import (BC_FILE, INVERSE_FILE, VALUE_FILE, ArrivalWindowLoss, BCPolicy, Normalizer,
+                                   PlannerSettings, WindowLoss, arrival_channels, condition_mask, rest_row, save_mlp,
+                                   save_value_model, step_rows)
 from ...core.precond import Precond
 from ...data import trajectory as trajectory_data
 from ..base import Domain
@@ -86,6 +88,8 @@ class Trajectories(Domain):
         data = load_data(config, progress=progress)
         env, settings = _check_env(config, data)
         env.close()
+        settings = replace(settings, max_step_change=tuple(float(v) for v in
+                                                           trajectory_data.step_change_limits(data)))
         rows = step_rows(data)  # (N, D)
         normalizer = Normalizer.fit(rows, config.normalization)
         z = torch.from_numpy(np.asarray(normalizer.encode(rows.astype(np.float64)), np.float32))  # (N, D)
@@ -93,12 +97,22 @@ class Trajectories(Domain):
         if len(starts) < config.batch_size:
             raise ValueError(f"the data holds {len(starts)} windows of {config.horizon} steps, fewer than batch_size "
                              f"{config.batch_size}; record more data or shorten the horizon")
-        known_mask = condition_mask(config.horizon, rows.shape[1], settings.obs_dim, goal_dims=settings.goal_dims,
-                                    rest_dims=settings.rest_dims) if config.conditioned else None
-        loss_fn = WindowLoss(z, config.horizon, loss_weighting(config.weighting, config.sigma_data), known_mask)
+        weighting = loss_weighting(config.weighting, config.sigma_data)
+        if settings.arrival_min and settings.goal_dims:  # the goal at a random step, at rest after it
+            known_mask = None
+            loss_fn = ArrivalWindowLoss(z, config.horizon, weighting, obs_dim=settings.obs_dim,
+                                        goal_dims=settings.goal_dims, rest_dims=settings.rest_dims,
+                                        rest=rest_row(normalizer), min_step=settings.arrival_min)
+        else:
+            known_mask = condition_mask(config.horizon, rows.shape[1], settings.obs_dim, goal_dims=settings.goal_dims,
+                                        rest_dims=settings.rest_dims) if config.conditioned else None
+            loss_fn = WindowLoss(z, config.horizon, weighting, known_mask)
         return Prepared(data, settings, normalizer, z, starts, known_mask, loss_fn)
 
     def build_model(self, config: TrajectoryConfig, prepared: Prepared) -> Precond:
+        if isinstance(prepared.loss_fn, ArrivalWindowLoss):
+            s = prepared.settings
+            return build_model(config, prepared.z.shape[1], arrival_channels(s.obs_dim, s.goal_dims))
         cond_dim = 0 if prepared.known_mask is None else int(prepared.known_mask.sum())
         return build_model(config, prepared.z.shape[1], cond_dim)
 

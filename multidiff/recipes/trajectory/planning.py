@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...adapters.trajectory import (BC_FILE, PENDULUM_ID, BCPolicy, ControllerPolicy, Planner, PlannerSettings,
-                                   RandomPolicy, SwingUpController, WaypointController, is_maze, load_mlp, make_env, maze_geometry,
-                                   plan_png, plan_title, split_observation)
+from ...adapters.trajectory import (BC_FILE, PENDULUM_ID, BCPolicy, ControllerPolicy, D4RLWaypointController, Planner,
+                                   PlannerSettings, RandomPolicy, SwingUpController, WaypointController, is_maze,
+                                   load_mlp, make_env, maze_geometry, plan_png, plan_title, split_observation)
 from ...atomic import atomic_write_bytes, atomic_write_json, atomic_write_npz
 from ...core.samplers import SAMPLERS
 from ...metrics.trajectory import episode_starts, policy_scores, run_episodes
@@ -61,6 +61,8 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
             record = min(episodes, PLOTTED_EPISODES)
             policies = {"planner": planner, "reference": _reference(env, settings),
                         "random": RandomPolicy(settings.action_low, settings.action_high, seed=seed)}
+            if is_maze(settings.env_id):
+                policies["d4rl_reference"] = ControllerPolicy(D4RLWaypointController(maze_geometry(env), seed=seed))
             bc = load_mlp(run_dir, BC_FILE)
             if bc is not None:
                 policies["bc"] = BCPolicy(bc[0], settings, planner.normalizer)
@@ -81,9 +83,11 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
         "guidance_scale": settings.guidance_scale if planner.value is not None else None,
         **figures["planner"],
         "plan_seconds": float(np.median(planner.plan_seconds)), "denoiser_calls_per_plan": float(np.mean(calls)),
+        "max_denoiser_calls_per_plan": int(np.max(calls)), "arrival_min": settings.arrival_min,
+        "warm_start": settings.warm_start,
         "plans_per_episode": len(calls) / episodes, "threads": torch.get_num_threads(),
     })
-    for name in ("reference", "random", "bc"):
+    for name in ("reference", "d4rl_reference", "random", "bc"):
         if name in figures:
             report[name] = figures[name]
     report.paths = {"planner": results["planner"]["paths"], "reference": results.get("reference", {}).get("paths"),
