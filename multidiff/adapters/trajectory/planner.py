@@ -87,9 +87,9 @@ class PlannerSettings:
                              f"({self.sample_steps}), got {self.arrival_min}, {self.warm_start}")
         if self.max_step_change and len(self.max_step_change) != self.obs_dim:
             raise ValueError(f"max_step_change needs {self.obs_dim} entries, got {len(self.max_step_change)}")
-        if self.replan_every < 0 or self.guidance_scale < 0:
-            raise ValueError(f"need replan_every >= 0 and guidance_scale >= 0, got {self.replan_every}, "
-                             f"{self.guidance_scale}")
+        if self.replan_every < 0 or self.guidance_scale < 0 or self.guidance_sigma_max < 0:
+            raise ValueError(f"need replan_every, guidance_scale and guidance_sigma_max >= 0, got {self.replan_every}, "
+                             f"{self.guidance_scale}, {self.guidance_sigma_max}")
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
             raise ValueError(f"action_low and action_high need {self.act_dim} entries each")
         if any(not 0 <= d < self.obs_dim for d in self.goal_dims + self.rest_dims + self.position_dims

@@ -9,7 +9,8 @@ Janner et al. 2022) on gymnasium environments.
 ``pointmaze_medium`` the Medium maze, horizon 256, sized for a GPU
 ``pointmaze_large``  the Large maze, horizon 384, sized for a GPU
 ``pendulum``         gymnasium's Pendulum-v1, reward maximising: mixed random and
-                     swing-up data, a value model guides and ranks plans, receding horizon
+                     swing-up data, a value model ranks 16 plans (its gradient guidance
+                     is off: it measured no gain), receding horizon
 ===================  ==================================================================
 
 Any recipe trains on your own offline data instead with ``dataset=file data_path=FILE.npz
