@@ -200,7 +200,7 @@ class Planner:
         known, mask = self.constraints(states, goals, arrivals)
         counter = CallCounter(self._network(known, mask))
         if sigmas is None:
-            sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
+            sigmas = self.grid()
         with torch.no_grad():
             x = sample_plans(counter, known, mask, sigmas, method=s.sampler, generator=self.generator,
                              value=self.value, guidance_scale=s.guidance_scale, callback=callback,
@@ -210,6 +210,11 @@ class Planner:
                 values = self.value(x, torch.full((len(x),), float(self.model.schedule.sigma_min), device=self.device))
         self.last_calls = counter.calls
         return x, values
+
+    def grid(self) -> torch.Tensor:
+        """The run's noise levels for one plan: ``sample_steps`` steps of its sampler's default grid."""
+        s = self.settings
+        return default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
 
     def constraints(self, states, goals=None, arrivals=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``known, mask (N, H, D)`` in model space for plans from ``states (N, S)`` (and ``goals
@@ -313,8 +318,7 @@ class Planner:
         if previous is not None and s.warm_start:
             shifted = torch.cat([previous["x"][since:], previous["x"][-1:].expand(since, -1)])[:s.horizon]
             start = shifted[None].expand(s.num_plans, -1, -1).to(self.device)
-            sigmas = default_sigmas(self.model.schedule, s.sample_steps, s.sampler).to(torch.float32)
-            sigmas = sigmas[-(s.warm_start + 1):]
+            sigmas = self.grid()[-(s.warm_start + 1):]
         x, values = self.sample(states, goals, arrivals=arrivals, start=start, sigmas=sigmas)
         rows = self.normalizer.decode(x.double().cpu()).numpy()  # (N, H, D)
         reach = np.full(s.num_plans, s.horizon - 1) if arrivals is None else arrivals
