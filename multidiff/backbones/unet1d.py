@@ -18,6 +18,10 @@ once and is equivariant in time.
   the same way) is concatenated to the input channels, as the 2-D U-Net does
   with a conditioning image; the audio recipes give it the known frames and
   their mask, so one model both generates and inpaints;
+* optional cross-attention to a token sequence ``cond["context"]`` (``context_dim
+  > 0``; text states, with ``cond["context_mask"]``) after the middle blocks,
+  and optionally its pooled mean added to the noise embedding
+  (``pooled_context``, as Imagen does), so a prompt steers the whole clip;
 * the last conv of every residual branch and the output conv start at zero,
   so an untrained model returns 0.
 
@@ -34,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .attention import Attention
-from .conditioning import noise_input, split_cond
+from .conditioning import noise_input, pooled_context, split_cond
 from .config import check_dropout, check_non_negative, check_positive, freeze_ints, from_preset
 from .embeddings import NOISE_EMBEDDINGS, ConditioningEmbedding
 from .layers import group_norm, zero_init
@@ -55,6 +59,8 @@ class UNet1DConfig:
     dropout: float = 0.0
     num_classes: int = 0  # 0: no class embedding; label num_classes is the null class
     cond_channels: int = 0  # channels of cond["image"] (folded), concatenated to the input
+    context_dim: int = 0  # 0: no cross-attention; else the width Dc of cond["context"]
+    pooled_context: bool = False  # also add the mean of the context's tokens to the noise embedding (Imagen)
     embedding: str = "fourier"
     fourier_scale: float = 1.0
     norm_groups: int = 8
@@ -62,7 +68,7 @@ class UNet1DConfig:
     def __post_init__(self):
         check_positive(self, "in_channels", "length", "base_channels", "num_res_blocks", "kernel_size", "num_heads",
                        "norm_groups")
-        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size")
+        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size", "context_dim")
         check_dropout(self)
         if self.out_channels is not None:
             check_positive(self, "out_channels")
@@ -82,7 +88,9 @@ class UNet1DConfig:
         if self.length % factor:
             raise ValueError(f"length {self.length} is not divisible by 2**(len(channel_mults) - 1) = {factor}; use "
                              f"fewer levels or pad the sequence")
-        if self.mid_attention and (self.base_channels * mults[-1]) % self.num_heads:
+        if self.pooled_context and not self.context_dim:
+            raise ValueError("UNet1DConfig.pooled_context needs a context (context_dim > 0)")
+        if (self.mid_attention or self.context_dim) and (self.base_channels * mults[-1]) % self.num_heads:
             raise ValueError(f"mid attention over {self.base_channels * mults[-1]} channels cannot be split into "
                              f"num_heads={self.num_heads} heads")
 
@@ -142,6 +150,21 @@ class MidAttention(nn.Module):
         return h + rearrange(self.attn(tokens), "b t c -> b c t")
 
 
+class MidCrossAttention(nn.Module):
+    """Pre-norm residual cross-attention of the time steps to a context sequence (a learned null
+    token always present, so an empty context is well defined)."""
+
+    def __init__(self, channels: int, config: UNet1DConfig):
+        super().__init__()
+        self.norm = group_norm(channels, config.norm_groups)
+        self.attn = Attention(channels, config.num_heads, config.context_dim, null_token=True)
+        zero_init(self.attn.proj)
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        tokens = rearrange(self.norm(h), "b c t -> b t c")
+        return h + rearrange(self.attn(tokens, context, mask), "b t c -> b c t")
+
+
 class UNet1D(nn.Module):
     """``forward(x_in (B, C, T) or (B, C1, C2, T), c_noise (B,), cond=None) -> same shape``
     (``out_channels`` replaces the channel count when set)."""
@@ -154,6 +177,7 @@ class UNet1D(nn.Module):
         base, mults = config.base_channels, config.channel_mults
         emb_dim = 4 * base
         self.embed = ConditioningEmbedding(config.embedding, base, emb_dim, config.num_classes, config.fourier_scale)
+        self.pool = nn.Linear(config.context_dim, emb_dim) if config.pooled_context else None
         k = config.kernel_size
         io = config.io_kernel_size or k
         self.conv_in = nn.Conv1d(config.in_channels + config.cond_channels, base, io, padding=io // 2)
@@ -171,6 +195,7 @@ class UNet1D(nn.Module):
                 skip_channels.append(channels)
         self.mid1 = ResBlock1D(channels, channels, emb_dim, config)
         self.mid_attn = MidAttention(channels, config) if config.mid_attention else None
+        self.mid_cross = MidCrossAttention(channels, config) if config.context_dim else None
         self.mid2 = ResBlock1D(channels, channels, emb_dim, config)
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for level in reversed(range(len(mults))):
@@ -219,9 +244,14 @@ class UNet1D(nn.Module):
         shape = x_in.shape
         x = self._fold(x_in)
         cond, signal = self._signal(cond, x)
-        parts = split_cond(cond, x, num_classes=self.config.num_classes, context_dim=0, cond_channels=0,
-                           owner="UNet1D")
-        emb = F.mish(self.embed(noise_input(c_noise, x.shape[0]).to(x.device), parts.labels))  # (B, 4 base)
+        config = self.config
+        parts = split_cond(cond, x, num_classes=config.num_classes, context_dim=config.context_dim,
+                           cond_channels=0, owner="UNet1D")
+        emb = self.embed(noise_input(c_noise, x.shape[0]).to(x.device), parts.labels)  # (B, 4 base)
+        if self.pool is not None:
+            emb = emb + self.pool(pooled_context(parts.context, parts.context_mask, x.shape[0], config.context_dim,
+                                                 emb))
+        emb = F.mish(emb)
         h = self.conv_in(x if signal is None else torch.cat([x, signal], dim=1))  # (B, base, T)
         skips = [h]
         for level, blocks in enumerate(self.down):
@@ -234,6 +264,8 @@ class UNet1D(nn.Module):
         h = self.mid1(h, emb)
         if self.mid_attn is not None:
             h = self.mid_attn(h)
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, parts.context, parts.context_mask)
         h = self.mid2(h, emb)
         for index, blocks in enumerate(self.up):
             for block in blocks:

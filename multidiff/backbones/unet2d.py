@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .attention import Attention
-from .conditioning import check_image_input, concat_image, noise_input, split_cond
+from .conditioning import check_image_input, concat_image, noise_input, pooled_context, split_cond
 from .config import (check_dropout, check_non_negative, check_positive, freeze_image_size, freeze_ints, from_preset,
                      image_hw)
 from .embeddings import NOISE_EMBEDDINGS, ConditioningEmbedding
@@ -57,6 +57,7 @@ class UNet2DConfig:
     dropout: float = 0.0
     num_classes: int = 0  # 0: no class embedding; label num_classes is the null class
     context_dim: int = 0  # 0: no cross-attention; else the width Dc of cond["context"]
+    pooled_context: bool = False  # also add the mean of the context's tokens to the noise embedding (Imagen)
     cond_channels: int = 0  # channels of cond["image"], concatenated to the input
     embedding: str = "fourier"  # "fourier" for c_noise of order one, "positional" for DDPM timesteps
     fourier_scale: float = 1.0
@@ -73,6 +74,8 @@ class UNet2DConfig:
                              f"{self.base_channels}")
         if self.embedding not in NOISE_EMBEDDINGS:
             raise ValueError(f"unknown noise embedding {self.embedding!r}; choose one of {sorted(NOISE_EMBEDDINGS)}")
+        if self.pooled_context and not self.context_dim:
+            raise ValueError("UNet2DConfig.pooled_context needs a context (context_dim > 0)")
         mults = freeze_ints(self, "channel_mults")
         if not mults or min(mults) < 1:
             raise ValueError(f"UNet2DConfig.channel_mults must be a non-empty sequence of positive ints, got {mults}")
@@ -215,6 +218,7 @@ class UNet2D(nn.Module):
         base, mults = config.base_channels, config.channel_mults
         emb_dim = 4 * base
         self.embed = ConditioningEmbedding(config.embedding, base, emb_dim, config.num_classes, config.fourier_scale)
+        self.pool = nn.Linear(config.context_dim, emb_dim) if config.pooled_context else None
         self.conv_in = nn.Conv2d(config.in_channels + config.cond_channels, base, 3, padding=1)
 
         attention_levels = set(config.attention_levels)
@@ -258,7 +262,11 @@ class UNet2D(nn.Module):
         check_image_input(x_in, config.in_channels, image_hw(config.image_size), "UNet2D")
         parts = split_cond(cond, x_in, num_classes=config.num_classes, context_dim=config.context_dim,
                        cond_channels=config.cond_channels, owner="UNet2D")
-        emb = F.silu(self.embed(noise_input(c_noise, x_in.shape[0]).to(x_in.device), parts.labels))  # (B, 4 base)
+        emb = self.embed(noise_input(c_noise, x_in.shape[0]).to(x_in.device), parts.labels)  # (B, 4 base)
+        if self.pool is not None:
+            emb = emb + self.pool(pooled_context(parts.context, parts.context_mask, x_in.shape[0],
+                                                 config.context_dim, emb))
+        emb = F.silu(emb)
 
         h = self.conv_in(concat_image(x_in, parts.image))  # (B, base, H, W)
         skips = [h]

@@ -35,6 +35,7 @@ from . import images  # noqa: F401
 from . import audio  # noqa: F401
 from . import text  # noqa: F401
 from . import trajectory  # noqa: F401
+from . import prompted  # noqa: F401
 from .registry import RECIPES, Recipe, get_recipe, make_config, recipe_of_run
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "make_config", "recipe_of_run"]

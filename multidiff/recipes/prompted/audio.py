@@ -1,0 +1,234 @@
+"""``notes_text``: a note from a sentence ("a trumpet playing G4", "MIDI 67 on the fiddle"), the notes
+recipe's temporal U-Net cross-attending to MiniLM's token states, classifier-free guidance on the text.
+
+One pitch x instrument pair in six (:func:`~multidiff.data.prompts.held_out_combination`) is kept out
+of training altogether, clips and prompts, so the evaluation can ask for pairs the model never heard;
+a label-conditioned model has no way to name them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ...adapters.audio import decode, encode, save_spectrograms
+from ...backbones import UNet1D, UNet1DConfig
+from ...backbones.text_encoder import MINILM_DIM
+from ...core.precond import Precond
+from ...data.audio import AudioDataset, fitted_clips, label_instrument, label_pitch
+from ...data.prompts import grammar_for, held_out_combination
+from ..base import Domain
+from ..common import make_schedule, noise_embedding, sampling_device, seeded_model, threads_of
+from ..audio import AudioConfig, load_data, write_samples
+from .conditioning import (PromptRecipe, draw_prompted, evaluation_prompts, prompts_to_draw, read_prompts_file)
+
+
+@dataclass(frozen=True)
+class NotesTextConfig(AudioConfig):
+    """The ``notes`` recipe (16 kHz, 64 mels x 32 frames, temporal U-Net "medium") with prompts in place of
+    labels, trained on five pairs in six."""
+
+    recipe: ClassVar[str] = "notes_text"
+    dataset: str = "notes"
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 64
+    frames: int = 32
+    preset: str = "medium"
+    guidance: float = 3.0
+    label_dropout: float = 0.1  # the share of training clips given the empty prompt
+    prompts_per_class: int = 32  # training prompts of each pitch x instrument pair
+    hold_out_pairs: bool = True  # keep one pitch x instrument pair in six out of training (for the evaluation)
+    num_eval: int = 120  # samples per prompt set in eval.json
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataset != "notes" or not self.conditional or self.mask_aware:
+            raise ValueError("notes_text generates notes from prompts; keep dataset=notes, conditional=true and "
+                             "mask_aware=false")
+        if self.backbone != "unet1d":
+            raise ValueError("notes_text cross-attends from the temporal U-Net; keep backbone=unet1d")
+        if self.prompts_per_class < 1:
+            raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
+
+
+CONFIGS = {NotesTextConfig.recipe: NotesTextConfig}
+DESCRIPTIONS = {"notes_text": "notes from sentences (pitch and instrument in words): temporal U-Net cross-attending "
+                              "to the packaged MiniLM encoder, pairs held out of training, CPU"}
+EVAL_SETS = {  # report name -> (template split, labels: trained pairs or held-out pairs)
+    "seen": ("train", "trained"), "held_out_phrasing": ("held_out", "trained"),
+    "held_out_pair": ("train", "held_out")}
+
+
+def _held_out(config: NotesTextConfig, num_classes: int) -> list[int]:
+    return [k for k in range(num_classes) if config.hold_out_pairs and held_out_combination(k)]
+
+
+def build_model(config: NotesTextConfig) -> Precond:
+    schedule = make_schedule(config.schedule, config.sigma_data)
+    spec = config.spectrogram
+    options = dict(in_channels=spec.bins, length=spec.frames, io_kernel_size=config.io_kernel,
+                   context_dim=MINILM_DIM, pooled_context=True, embedding=noise_embedding(schedule))
+    if config.width:
+        options["base_channels"] = config.width
+    backbone_config = UNet1DConfig.preset(config.preset, **options)
+    return seeded_model(lambda: UNet1D(backbone_config), config.seed, config.prediction, schedule, config.sigma_data)
+
+
+class PromptAudio(PromptRecipe, Domain):
+    name = "a prompt-conditioned audio"
+    configs = CONFIGS
+    examples = "clips"
+    sample_options = ("prompts",)
+
+    def load_data(self, config, *, progress: bool = False) -> AudioDataset:
+        return load_data(config)
+
+    def build_model(self, config, data: AudioDataset) -> Precond:
+        return build_model(config)
+
+    def trained_labels(self, config, data) -> list[int]:
+        held_out = set(_held_out(config, data.num_classes))
+        return [k for k in range(data.num_classes) if k not in held_out]
+
+    def held_out_labels(self, config, data) -> list[int]:
+        return _held_out(config, data.num_classes)
+
+    def training_set(self, config, data: AudioDataset) -> dict:
+        held_out = set(self.held_out_labels(config, data))
+        keep = [i for i, k in enumerate(data.train["label"].tolist()) if k not in held_out]
+        clips = fitted_clips({"audio": [data.train["audio"][i] for i in keep]}, data.sample_rate, config.spectrogram)
+        return {"x": encode(clips, config.spectrogram), "cond": data.train["label"][keep].long()}
+
+    def trainer_options(self, config, data: AudioDataset) -> dict:
+        grammar = grammar_for(config.dataset)
+        examples = [grammar.example(k) for k in self.trained_labels(config, data)[::7]][:20]
+        return {"loss_fn": self.prompt_objective(config, data),
+                "on_sample": partial(_progress_grid, config=config, examples=examples)}
+
+    def prepare_run(self, run_dir: Path, config, data) -> None:
+        self.write_prompts(run_dir, config, data)
+
+    def run_info(self, config, data: AudioDataset) -> dict:
+        return {"num_classes": data.num_classes, "class_names": list(data.class_names)}
+
+    def after_training(self, run_dir: Path, config, data: AudioDataset, ema: Precond, *, progress: bool) -> dict:
+        with threads_of(config):
+            report = _evaluate(ema, config, data, num=config.num_eval, seed=0, progress=progress)
+            grammar = grammar_for(config.dataset)
+            prompts = [grammar.example(k) for k in range(0, data.num_classes, 4)][:40]
+            drawn = draw(ema, config, prompts, seed=0)
+        write_samples(drawn, run_dir / "samples", run_dir)
+        return report
+
+
+def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config, examples) -> None:
+    """Spectrograms drawn during training (no Griffin-Lim, to stay cheap)."""
+    if run_dir is None:
+        return
+    drawn = draw(ema, config, examples, seed=0, waveforms=False)
+    save_spectrograms(drawn["spectrograms"], run_dir / "progress" / f"step-{step:07d}.png", titles=examples)
+
+
+def draw(model: Precond, config: NotesTextConfig, prompts: list[str], *, seed: int = 0, guidance: float | None = None,
+         sampler: str | None = None, steps: int | None = None, progress: bool = False,
+         waveforms: bool = True) -> dict:
+    """One clip per prompt: ``{"samples": (N, clip_samples) in [-1, 1], "spectrograms": (N, 1, F, T),
+    "prompts", "sample_rate", "network_seconds", "decode_seconds"}``."""
+    spec = config.spectrogram
+    start = time.perf_counter()
+    x = draw_prompted(model, prompts, spec.shape, guidance=config.guidance if guidance is None else guidance,
+                      sampler=sampler or config.sampler, steps=steps or config.sample_steps,
+                      sigma_data=config.sigma_data, seed=seed, progress=progress)
+    out = {"spectrograms": x.float().cpu().clamp(-1, 1), "prompts": list(prompts), "sample_rate": spec.sample_rate,
+           "network_seconds": time.perf_counter() - start}
+    if waveforms:
+        start = time.perf_counter()
+        out["samples"] = decode(out["spectrograms"], spec, seed=seed)
+        out["decode_seconds"] = time.perf_counter() - start
+    return out
+
+
+def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, steps: int | None = None,
+           seed: int = 0, progress: bool = False, label: int | None = None, guidance: float | None = None,
+           prompts: list[str] | None = None) -> dict:
+    """``num`` clips from a prompt run (see :func:`draw`). ``prompts`` cycle (a warning for one that
+    names nothing the notes have; "" samples unconditionally); without them, the example prompt of
+    each pitch x instrument pair in turn (or only ``label``'s)."""
+    config = read_config(run_dir)
+    saved = read_prompts_file(run_dir)
+    chosen = prompts_to_draw(saved, grammar_for(config.dataset), config.recipe, num=num, prompts=prompts, label=label)
+    if guidance is not None and guidance < 0:
+        raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
+    model, _ = load_run(run_dir, device=sampling_device(config))
+    with threads_of(config):
+        return draw(model, config, chosen, seed=seed, guidance=guidance, sampler=sampler, steps=steps,
+                    progress=progress)
+
+
+def _evaluate(model: Precond, config, data: AudioDataset, *, num: int, seed: int, sampler: str | None = None,
+              steps: int | None = None, guidance: float | None = None, progress: bool = False) -> dict:
+    """Per prompt set (seen phrasings of trained pairs, held-out phrasings of trained pairs, seen
+    phrasings of held-out pairs): the share of samples within 50 cents of the prompt's pitch, the
+    share whose instrument the bundled classifier hears as the prompt's, and its exact-class accuracy."""
+    from ...metrics.audio import load_audio_classifier, pitch_accuracy, predict_audio
+
+    grammar = grammar_for(config.dataset)
+    spec = config.spectrogram
+    classifier, classifier_spec = load_audio_classifier(config.dataset, train_if_missing=True)
+    held_out = _held_out(config, data.num_classes)
+    trained = [k for k in range(data.num_classes) if k not in set(held_out)]
+    report = {"recipe": config.recipe, "dataset": config.dataset, "num_per_set": num,
+              "sampler": sampler or config.sampler, "sample_steps": steps or config.sample_steps,
+              "guidance": config.guidance if guidance is None else guidance, "seed": seed,
+              "encoder": "all-MiniLM-L6-v2", "held_out_pairs": len(held_out)}
+    for name, (split, which) in EVAL_SETS.items():
+        labels = trained if which == "trained" else held_out
+        if not labels:
+            continue
+        prompts, targets = evaluation_prompts(grammar, labels, num, split=split, seed=seed)
+        drawn = draw(model, config, prompts, seed=seed, guidance=guidance, sampler=sampler, steps=steps,
+                     progress=progress)
+        pitches = torch.tensor([label_pitch(int(k)) for k in targets])
+        report[f"{name}_pitch_within_50_cents"] = pitch_accuracy(drawn["samples"], spec.sample_rate,
+                                                                 pitches)["pitch_within_50_cents"]
+        predicted = predict_audio(drawn["samples"], spec.sample_rate, classifier, classifier_spec)
+        report[f"{name}_instrument_accuracy"] = float(sum(
+            label_instrument(int(p)) == label_instrument(int(k)) for p, k in zip(predicted, targets)) / len(targets))
+        report[f"{name}_classifier_accuracy"] = float((predicted == targets).double().mean())
+    return report
+
+
+def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
+             steps: int | None = None, seed: int = 0, progress: bool = False, guidance: float | None = None) -> dict:
+    """The metrics of fresh samples per prompt set (see :func:`_evaluate`), as a JSON-able dict."""
+    config = read_config(run_dir)
+    data = load_data(config)
+    num = config.num_eval if num is None else num
+    if num < 2:
+        raise ValueError(f"num must be >= 2 (samples per prompt set), got {num}")
+    model, _ = load_run(run_dir, device=sampling_device(config))
+    with threads_of(config):
+        return _evaluate(model, config, data, num=num, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
+                         progress=progress)
+
+
+def read_config(run_dir: str | os.PathLike) -> NotesTextConfig:
+    return DOMAIN.read_config(run_dir)
+
+
+def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, NotesTextConfig]:
+    return DOMAIN.load_run(run_dir, device)
+
+
+DOMAIN = PromptAudio(sample=sample, evaluate=evaluate, write_samples=write_samples)
+
+__all__ = ["CONFIGS", "DESCRIPTIONS", "DOMAIN", "EVAL_SETS", "NotesTextConfig", "PromptAudio", "build_model", "draw",
+           "evaluate", "load_run", "read_config", "sample"]
