@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-FAST_DOCS = ["concepts.md", "training.md", "image_recipes.md", "audio.md", "text.md", "rl.md"]
+FAST_DOCS = ["concepts.md", "training.md", "image_recipes.md", "audio.md", "text.md", "rl.md", "multimodal.md"]
 
 
 @pytest.mark.parametrize("name", FAST_DOCS)

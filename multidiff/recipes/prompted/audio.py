@@ -21,27 +21,21 @@ from ...adapters.audio import decode, encode, save_spectrograms
 from ...backbones import UNet1D, UNet1DConfig
 from ...backbones.text_encoder import MINILM_DIM
 from ...core.precond import Precond
-from ...data.audio import AudioDataset, fitted_clips, label_instrument, label_pitch
+from ...data.audio import NOTE_INSTRUMENTS, AudioDataset, fitted_clips, label_instrument, label_pitch
 from ...data.prompts import grammar_for, held_out_combination
 from ..base import Domain
 from ..common import make_schedule, noise_embedding, sampling_device, seeded_model, threads_of
-from ..audio import AudioConfig, load_data, write_samples
-from .conditioning import (PromptRecipe, draw_prompted, evaluation_prompts, prompts_to_draw, read_prompts_file)
+from ..audio import NotesConfig, load_data, write_samples
+from .conditioning import (PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts, prompts_to_draw,
+                           read_prompts_file)
 
 
 @dataclass(frozen=True)
-class NotesTextConfig(AudioConfig):
+class NotesTextConfig(NotesConfig):
     """The ``notes`` recipe (16 kHz, 64 mels x 32 frames, temporal U-Net "medium") with prompts in place of
     labels, trained on five pairs in six."""
 
     recipe: ClassVar[str] = "notes_text"
-    dataset: str = "notes"
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 256
-    n_mels: int = 64
-    frames: int = 32
-    preset: str = "medium"
     guidance: float = 3.0
     label_dropout: float = 0.1  # the share of training clips given the empty prompt
     prompts_per_class: int = 32  # training prompts of each pitch x instrument pair
@@ -123,7 +117,8 @@ class PromptAudio(PromptRecipe, Domain):
         with threads_of(config):
             report = _evaluate(ema, config, data, num=config.num_eval, seed=0, progress=progress)
             grammar = grammar_for(config.dataset)
-            prompts = [grammar.example(k) for k in range(0, data.num_classes, 4)][:40]
+            count = len(NOTE_INSTRUMENTS)  # one clip per pitch, the instruments in turn
+            prompts = [grammar.example(p * count + p % count) for p in range(data.num_classes // count)]
             drawn = draw(ema, config, prompts, seed=0)
         write_samples(drawn, run_dir / "samples", run_dir)
         return report
@@ -162,12 +157,12 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     """``num`` clips from a prompt run (see :func:`draw`). ``prompts`` cycle (a warning for one that
     names nothing the notes have; "" samples unconditionally); without them, the example prompt of
     each pitch x instrument pair in turn (or only ``label``'s)."""
-    config = read_config(run_dir)
+    config = DOMAIN.read_config(run_dir)
     saved = read_prompts_file(run_dir)
     chosen = prompts_to_draw(saved, grammar_for(config.dataset), config.recipe, num=num, prompts=prompts, label=label)
     if guidance is not None and guidance < 0:
         raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
-    model, _ = load_run(run_dir, device=sampling_device(config))
+    model, _ = DOMAIN.load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         return draw(model, config, chosen, seed=seed, guidance=guidance, sampler=sampler, steps=steps,
                     progress=progress)
@@ -209,26 +204,11 @@ def _evaluate(model: Precond, config, data: AudioDataset, *, num: int, seed: int
 def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
              steps: int | None = None, seed: int = 0, progress: bool = False, guidance: float | None = None) -> dict:
     """The metrics of fresh samples per prompt set (see :func:`_evaluate`), as a JSON-able dict."""
-    config = read_config(run_dir)
-    data = load_data(config)
-    num = config.num_eval if num is None else num
-    if num < 2:
-        raise ValueError(f"num must be >= 2 (samples per prompt set), got {num}")
-    model, _ = load_run(run_dir, device=sampling_device(config))
-    with threads_of(config):
-        return _evaluate(model, config, data, num=num, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                         progress=progress)
-
-
-def read_config(run_dir: str | os.PathLike) -> NotesTextConfig:
-    return DOMAIN.read_config(run_dir)
-
-
-def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, NotesTextConfig]:
-    return DOMAIN.load_run(run_dir, device)
+    return evaluate_run(DOMAIN, _evaluate, run_dir, num=num, sampler=sampler, steps=steps, seed=seed,
+                        progress=progress, guidance=guidance)
 
 
 DOMAIN = PromptAudio(sample=sample, evaluate=evaluate, write_samples=write_samples)
 
 __all__ = ["CONFIGS", "DESCRIPTIONS", "DOMAIN", "EVAL_SETS", "NotesTextConfig", "PromptAudio", "build_model", "draw",
-           "evaluate", "load_run", "read_config", "sample"]
+           "evaluate", "sample"]

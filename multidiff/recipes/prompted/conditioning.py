@@ -170,6 +170,23 @@ def evaluation_prompts(grammar: PromptGrammar, labels: Sequence[int], num: int, 
     return [table[k][i // len(labels)] for i, k in enumerate(chosen)], torch.tensor(chosen)
 
 
+def evaluate_run(domain, measure, run_dir: str | os.PathLike, *, num: int | None, sampler: str | None,
+                 steps: int | None, seed: int, progress: bool, guidance: float | None) -> dict:
+    """A prompt run's ``evaluate``: its config, data and EMA model, then ``measure(model, config, data,
+    num=..., ...)`` with ``num`` samples per prompt set (default: the run's ``num_eval``)."""
+    from ..common import sampling_device, threads_of
+
+    config = domain.read_config(run_dir)
+    num = config.num_eval if num is None else num
+    if num < 2:
+        raise ValueError(f"num must be >= 2 (samples per prompt set), got {num}")
+    data = domain.load_data(config)
+    model, _ = domain.load_run(run_dir, device=sampling_device(config))
+    with threads_of(config):
+        return measure(model, config, data, num=num, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
+                       progress=progress)
+
+
 # ---------------------------------------------------------------- the run's prompts.json
 
 
@@ -228,6 +245,6 @@ class PromptRecipe:
 
 
 __all__ = ["PromptRecipe", "NULL_PROMPT", "PROMPTS_FILE", "PromptBank", "PromptWarning", "check_prompts", "draw_prompted",
-           "evaluation_prompts", "prompt_cond", "prompts_to_draw",
+           "evaluate_run", "evaluation_prompts", "prompt_cond", "prompts_to_draw",
            "prompt_loss", "prompted_denoiser", "read_prompts_file", "text_encoder",
            "write_prompts_file"]

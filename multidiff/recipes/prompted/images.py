@@ -19,7 +19,8 @@ from ..base import Domain
 from ..common import make_schedule, noise_embedding, sampling_device, seeded_model, threads_of
 from ...train import load_config
 from ..images import ImageConfig, load_data, write_samples
-from .conditioning import (PromptRecipe, draw_prompted, evaluation_prompts, prompts_to_draw, read_prompts_file)
+from .conditioning import (PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts, prompts_to_draw,
+                           read_prompts_file)
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,13 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     """``num`` images from a prompt run: ``{"samples": (num, C, H, W) in [0, 1], "prompts": [num strings]}``.
     ``prompts`` cycle (a warning for one that names nothing Fashion-MNIST has; "" samples unconditionally);
     without them, each class's example prompt in turn (or only ``label``'s)."""
-    config = read_config(run_dir)
+    config = DOMAIN.read_config(run_dir)
     saved = read_prompts_file(run_dir)
     chosen = prompts_to_draw(saved, grammar_for(config.dataset), config.recipe, num=num, prompts=prompts, label=label)
     if guidance is not None and guidance < 0:
         raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
     data_shape = tuple(load_config(run_dir)["config"]["image_shape"])
-    model, _ = load_run(run_dir, device=sampling_device(config))
+    model, _ = DOMAIN.load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         x = draw_prompted(model, chosen, data_shape, guidance=config.guidance if guidance is None else guidance,
                           sampler=sampler or config.sampler, steps=steps or config.sample_steps,
@@ -169,26 +170,11 @@ def _evaluate(model: Precond, config, data: ImageDataset, *, num: int, seed: int
 def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str | None = None,
              steps: int | None = None, seed: int = 0, progress: bool = False, guidance: float | None = None) -> dict:
     """The metrics of fresh samples per prompt set (see :func:`_evaluate`), as a JSON-able dict."""
-    config = read_config(run_dir)
-    data = load_data(config)
-    num = config.num_eval if num is None else num
-    if num < 2:
-        raise ValueError(f"num must be >= 2 (samples per prompt set), got {num}")
-    model, _ = load_run(run_dir, device=sampling_device(config))
-    with threads_of(config):
-        return _evaluate(model, config, data, num=num, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                         progress=progress)
-
-
-def read_config(run_dir: str | os.PathLike) -> FashionTextConfig:
-    return DOMAIN.read_config(run_dir)
-
-
-def load_run(run_dir: str | os.PathLike, device=None) -> tuple[Precond, FashionTextConfig]:
-    return DOMAIN.load_run(run_dir, device)
+    return evaluate_run(DOMAIN, _evaluate, run_dir, num=num, sampler=sampler, steps=steps, seed=seed,
+                        progress=progress, guidance=guidance)
 
 
 DOMAIN = PromptImages(sample=sample, evaluate=evaluate, write_samples=write_samples)
 
 __all__ = ["CONFIGS", "DESCRIPTIONS", "DOMAIN", "EVAL_SETS", "FashionTextConfig", "PromptImages", "build_model",
-           "evaluate", "load_run", "read_config", "sample"]
+           "evaluate", "sample"]
