@@ -106,7 +106,10 @@ def pictures_notes(run: Path, config: dict) -> None:
     prompts = [NOTES.prompts(k, 1, split="held_out", seed=7)[0] for k in picks]
     recipe = get_recipe("notes_text")
     drawn = recipe.sample(run, num=len(prompts), prompts=prompts, seed=2)
-    save_spectrograms(drawn["spectrograms"], ROOT / "docs" / "img" / "notes_text.png", ncol=5, titles=prompts)
+    save_spectrograms(drawn["spectrograms"], ROOT / "docs" / "img" / "notes_text.png", ncol=5,
+                      titles=[str(i + 1) for i in range(len(prompts))])
+    listing = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(prompts))
+    write_block(PAGE, "multimodal_notes_prompts", "```text\n" + listing + "\n```\n", append_if_missing=True)
     folder = ROOT / "docs" / "audio" / "notes_text"
     shutil.rmtree(folder, ignore_errors=True)
     recipe.write_samples(drawn, folder, run)

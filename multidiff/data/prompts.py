@@ -33,7 +33,7 @@ SPLITS = ("train", "held_out")  # the template sets of a grammar
 
 def with_article(phrase: str) -> str:
     """``phrase`` with "a" or "an" before it ("an ankle boot", "a pair of sneakers")."""
-    return ("an " if phrase[0].lower() in "aeio" else "a ") + phrase
+    return ("an " if phrase[0].lower() in "aeiou" else "a ") + phrase
 
 
 def _words(text: str) -> set[str]:
