@@ -36,7 +36,7 @@ PAGE = ROOT / "docs" / "multimodal.md"
 GUIDANCE = {"fashion": (1.5, 3.0, 5.0), "notes": (1.5, 3.0, 5.0)}
 METRICS = {"fashion": ["classifier_accuracy"],
            "notes": ["pitch_within_50_cents", "instrument_accuracy", "classifier_accuracy"]}
-SETS = {"fashion": ["seen", "held_out_phrasing"], "notes": ["seen", "held_out_phrasing", "held_out_pair"]}
+SETS = {"fashion": ["seen", "held_out_phrasing"], "notes": ["seen", "held_out_phrasing", "held_out_combination"]}
 RECIPE = {"fashion": "fashion_text", "notes": "notes_text"}
 
 
@@ -71,7 +71,8 @@ def measure(task: str, args) -> None:
     header = ["guidance", "prompts"] + [m.replace("_", " ") for m in METRICS[task]]
     timing = (f"trained in **{seconds / 60:.1f} min** from start to eval.json" if seconds is not None
               else f"training {own['train_seconds'] / 60:.1f} min (the run's eval.json)")
-    block = (f"Measured with `python benchmarks/multimodal.py {task}` on {threads_and_machine(torch.get_num_threads())}, "
+    machine = threads_and_machine(torch.get_num_threads())
+    block = (f"Measured with `python benchmarks/multimodal.py {task}` on {machine}, "
              f"torch {torch.__version__}, {code_version('multidiff')}: `{RECIPE[task]}` at its defaults "
              f"({config['steps']} steps, batch {config['batch_size']}, preset {config['preset']!r}, "
              f"{config['prompts_per_class']} training prompts per class), {timing}. "

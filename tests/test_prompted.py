@@ -262,8 +262,8 @@ def test_notes_text_trains_without_the_held_out_pairs_and_evaluates_them(tmp_pat
     assert len(trained["cond"]) == sum(not held_out_combination(k) for k in data.train["label"].tolist())
     run = recipe.train(config, tmp_path / "run")
     report = json.loads((run / "eval.json").read_text())
-    assert report["held_out_pairs"] == sum(held_out_combination(k) for k in range(150))
-    for name in ("seen", "held_out_phrasing", "held_out_pair"):
+    assert report["held_out_combinations"] == sum(held_out_combination(k) for k in range(150))
+    for name in ("seen", "held_out_phrasing", "held_out_combination"):
         for metric in ("pitch_within_50_cents", "instrument_accuracy", "classifier_accuracy"):
             assert 0 <= report[f"{name}_{metric}"] <= 1
     drawn = recipe.sample(run, num=3, prompts=["MIDI 67 on the fiddle"], steps=2)

@@ -41,7 +41,7 @@ class NotesTextConfig(NotesConfig):
     guidance: float = 3.0
     label_dropout: float = 0.1  # the share of training clips given the empty prompt
     prompts_per_class: int = 32  # training prompts of each pitch x instrument pair
-    hold_out_pairs: bool = True  # keep one pitch x instrument pair in six out of training (for the evaluation)
+    hold_out_combinations: bool = True  # keep one pitch x instrument pair in six out of training (for the evaluation)
     num_eval: int = 120  # samples per prompt set in eval.json
 
     def __post_init__(self):
@@ -60,11 +60,11 @@ DESCRIPTIONS = {"notes_text": "notes from sentences (pitch and instrument in wor
                               "to the packaged MiniLM encoder, pairs held out of training, CPU"}
 EVAL_SETS = {  # report name -> (template split, labels: trained pairs or held-out pairs)
     "seen": ("train", "trained"), "held_out_phrasing": ("held_out", "trained"),
-    "held_out_pair": ("train", "held_out")}
+    "held_out_combination": ("train", "held_out")}
 
 
 def _held_out(config: NotesTextConfig, num_classes: int) -> list[int]:
-    return [k for k in range(num_classes) if config.hold_out_pairs and held_out_combination(k)]
+    return [k for k in range(num_classes) if config.hold_out_combinations and held_out_combination(k)]
 
 
 def build_model(config: NotesTextConfig) -> Precond:
@@ -185,7 +185,7 @@ def _evaluate(model: Precond, config, data: AudioDataset, *, num: int, seed: int
     report = {"recipe": config.recipe, "dataset": config.dataset, "num_per_set": num,
               "sampler": sampler or config.sampler, "sample_steps": steps or config.sample_steps,
               "guidance": config.guidance if guidance is None else guidance, "seed": seed,
-              "encoder": "all-MiniLM-L6-v2", "held_out_pairs": len(held_out)}
+              "encoder": "all-MiniLM-L6-v2", "held_out_combinations": len(held_out)}
     for name, (split, which) in EVAL_SETS.items():
         labels = trained if which == "trained" else held_out
         if not labels:

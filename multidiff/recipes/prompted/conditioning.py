@@ -244,7 +244,8 @@ class PromptRecipe:
                                   held_out_labels=self.held_out_labels(config, data))
 
 
-__all__ = ["PromptRecipe", "NULL_PROMPT", "PROMPTS_FILE", "PromptBank", "PromptWarning", "check_prompts", "draw_prompted",
+__all__ = ["NULL_PROMPT", "PROMPTS_FILE", "PromptBank", "PromptRecipe", "PromptWarning", "check_prompts",
+           "draw_prompted",
            "evaluate_run", "evaluation_prompts", "prompt_cond", "prompts_to_draw",
            "prompt_loss", "prompted_denoiser", "read_prompts_file", "text_encoder",
            "write_prompts_file"]
