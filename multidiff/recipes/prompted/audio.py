@@ -82,7 +82,6 @@ class PromptAudio(PromptRecipe, Domain):
     name = "a prompt-conditioned audio"
     configs = CONFIGS
     examples = "clips"
-    sample_options = ("prompts",)
 
     def load_data(self, config, *, progress: bool = False) -> AudioDataset:
         return load_data(config)
@@ -108,9 +107,6 @@ class PromptAudio(PromptRecipe, Domain):
         examples = [grammar.example(k) for k in self.trained_labels(config, data)[::7]][:20]
         return {"loss_fn": self.prompt_objective(config, data),
                 "on_sample": partial(_progress_grid, config=config, examples=examples)}
-
-    def prepare_run(self, run_dir: Path, config, data) -> None:
-        self.write_prompts(run_dir, config, data)
 
     def run_info(self, config, data: AudioDataset) -> dict:
         return {"num_classes": data.num_classes, "class_names": list(data.class_names)}

@@ -216,6 +216,8 @@ class PromptRecipe:
     loss built from them, and ``prompts.json``. The domain names its ``grammar`` by dataset and gives
     the labels it trains on (:meth:`trained_labels`)."""
 
+    sample_options = ("prompts",)  # what ``sample`` takes beyond the common options
+
     def trained_labels(self, config, data) -> list[int]:
         raise NotImplementedError
 
@@ -235,6 +237,10 @@ class PromptRecipe:
         bank = PromptBank.build(self.prompt_table(config, data), data.num_classes)
         return partial(prompt_loss, bank=bank, weighting=loss_weighting(config.weighting, config.sigma_data),
                        dropout=config.label_dropout)
+
+    def prepare_run(self, run_dir: Path, config, data) -> None:
+        """The run's ``prompts.json``, written before training (so a run folder always has it)."""
+        self.write_prompts(run_dir, config, data)
 
     def write_prompts(self, run_dir: Path, config, data) -> Path:
         grammar = grammar_for(config.dataset)

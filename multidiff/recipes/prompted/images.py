@@ -75,7 +75,6 @@ class PromptImages(PromptRecipe, Domain):
     name = "a prompt-conditioned image"
     configs = CONFIGS
     examples = "images"
-    sample_options = ("prompts",)
 
     def load_data(self, config, *, progress: bool = False) -> ImageDataset:
         return load_data(config)
@@ -94,9 +93,6 @@ class PromptImages(PromptRecipe, Domain):
         examples = [grammar.example(k) for k in range(data.num_classes)]
         return {"loss_fn": self.prompt_objective(config, data),
                 "on_sample": partial(_progress_grid, config=config, shape=data.shape, examples=examples)}
-
-    def prepare_run(self, run_dir: Path, config, data) -> None:
-        self.write_prompts(run_dir, config, data)
 
     def run_info(self, config, data: ImageDataset) -> dict:
         return {"num_classes": data.num_classes, "class_names": list(data.class_names), "image_shape": list(data.shape)}
