@@ -24,10 +24,9 @@ from ...core.precond import Precond
 from ...data.audio import NOTE_INSTRUMENTS, AudioDataset, fitted_clips, label_instrument, label_pitch
 from ...data.prompts import grammar_for, held_out_combination
 from ..base import Domain
-from ..common import make_schedule, noise_embedding, sampling_device, seeded_model, threads_of
+from ..common import make_schedule, noise_embedding, seeded_model, threads_of
 from ..audio import NotesConfig, load_data, write_samples
-from .conditioning import (PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts, prompts_to_draw,
-                           read_prompts_file)
+from .conditioning import PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts
 
 
 @dataclass(frozen=True)
@@ -155,12 +154,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     """``num`` clips from a prompt run (see :func:`draw`). ``prompts`` cycle (a warning for one that
     names nothing the notes have; "" samples unconditionally); without them, the example prompt of
     each pitch x instrument pair in turn (or only ``label``'s)."""
-    config = DOMAIN.read_config(run_dir)
-    saved = read_prompts_file(run_dir)
-    chosen = prompts_to_draw(saved, grammar_for(config.dataset), config.recipe, num=num, prompts=prompts, label=label)
-    if guidance is not None and guidance < 0:
-        raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
-    model, _ = DOMAIN.load_run(run_dir, device=sampling_device(config))
+    config, model, chosen = DOMAIN.sampling(run_dir, num=num, prompts=prompts, label=label, guidance=guidance)
     with threads_of(config):
         return draw(model, config, chosen, seed=seed, guidance=guidance, sampler=sampler, steps=steps,
                     progress=progress)

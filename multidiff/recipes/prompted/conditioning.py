@@ -238,6 +238,20 @@ class PromptRecipe:
         return partial(prompt_loss, bank=bank, weighting=loss_weighting(config.weighting, config.sigma_data),
                        dropout=config.label_dropout)
 
+    def sampling(self, run_dir, *, num: int, prompts: Sequence[str] | None, label: int | None,
+                 guidance: float | None) -> tuple:
+        """What a ``sample`` call needs from a run: its config, its EMA model on the sampling device and
+        the ``num`` prompts to draw (:func:`prompts_to_draw`); checks ``guidance`` first."""
+        from ..common import sampling_device
+
+        config = self.read_config(run_dir)
+        chosen = prompts_to_draw(read_prompts_file(run_dir), grammar_for(config.dataset), config.recipe, num=num,
+                                 prompts=prompts, label=label)
+        if guidance is not None and guidance < 0:
+            raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
+        model, _ = self.load_run(run_dir, device=sampling_device(config))
+        return config, model, chosen
+
     def prepare_run(self, run_dir: Path, config, data) -> None:
         """The run's ``prompts.json``, written before training (so a run folder always has it)."""
         self.write_prompts(run_dir, config, data)

@@ -16,11 +16,10 @@ from ...core.precond import Precond
 from ...data.images import ImageDataset
 from ...data.prompts import grammar_for
 from ..base import Domain
-from ..common import make_schedule, noise_embedding, sampling_device, seeded_model, threads_of
+from ..common import make_schedule, noise_embedding, seeded_model, threads_of
 from ...train import load_config
 from ..images import ImageConfig, load_data, write_samples
-from .conditioning import (PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts, prompts_to_draw,
-                           read_prompts_file)
+from .conditioning import PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts, read_prompts_file
 
 
 @dataclass(frozen=True)
@@ -125,13 +124,8 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     """``num`` images from a prompt run: ``{"samples": (num, C, H, W) in [0, 1], "prompts": [num strings]}``.
     ``prompts`` cycle (a warning for one that names nothing Fashion-MNIST has; "" samples unconditionally);
     without them, each class's example prompt in turn (or only ``label``'s)."""
-    config = DOMAIN.read_config(run_dir)
-    saved = read_prompts_file(run_dir)
-    chosen = prompts_to_draw(saved, grammar_for(config.dataset), config.recipe, num=num, prompts=prompts, label=label)
-    if guidance is not None and guidance < 0:
-        raise ValueError(f"guidance must be >= 0 (1: no guidance), got {guidance}")
+    config, model, chosen = DOMAIN.sampling(run_dir, num=num, prompts=prompts, label=label, guidance=guidance)
     data_shape = tuple(load_config(run_dir)["config"]["image_shape"])
-    model, _ = DOMAIN.load_run(run_dir, device=sampling_device(config))
     with threads_of(config):
         x = draw_prompted(model, chosen, data_shape, guidance=config.guidance if guidance is None else guidance,
                           sampler=sampler or config.sampler, steps=steps or config.sample_steps,
