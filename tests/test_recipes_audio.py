@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from multidiff.cli import main
 from multidiff.recipes import RECIPES, get_recipe, make_config
 from multidiff.recipes import audio as R
+from multidiff.recipes.audio.sampling import run_spectrogram
 
 soundfile = pytest.importorskip("soundfile")
 pytest.importorskip("torchaudio")
@@ -152,12 +153,16 @@ def test_inpainting_is_judged_beside_its_baselines(tone_run):
 
 
 def test_runs_saved_before_the_linear_scale_read_as_mel(tone_run, tmp_path):
+    """A run saved before these fields existed: mel, inverted by plain least squares, no mask channels;
+    a new run saves the NNLS inverse."""
     saved = json.loads((tone_run / "config.json").read_text())
-    for key in ("scale", "mask_aware"):
+    assert saved["config"]["mel_inverse"] == "nnls" and R.read_config(tone_run).spectrogram.mel_inverse == "nnls"
+    for key in ("scale", "mask_aware", "mel_inverse"):
         saved["config"].pop(key)
     (tmp_path / "config.json").write_text(json.dumps(saved))
     config = R.read_config(tmp_path)
-    assert config.scale == "mel" and not config.mask_aware
+    assert config.scale == "mel" and not config.mask_aware and config.spectrogram.mel_inverse == "lstsq"
+    assert run_spectrogram(tmp_path).mel_inverse == "lstsq"
 
 
 def test_a_linear_run_without_mask_channels_trains_samples_and_inpaints(tone_folder, tmp_path):

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 SCALES = ("mel", "linear")
+MEL_INVERSES = ("nnls", "lstsq")
+NNLS_ITERS = 50  # multiplicative updates of the mel inverse; 30 and 200 round-trip within 0.002 (docs/results/audio.md)
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,11 @@ class SpectrogramConfig:
     ``clip_samples = hop_length * (frames - 1)`` gives exactly ``frames``
     centred frames. ``scale``: ``"mel"`` (``n_mels`` bands) or ``"linear"``
     (the ``n_fft // 2 + 1`` STFT bins; ``n_mels`` is then unused). A saved
-    config without ``scale`` is a mel one (runs from before it existed)."""
+    config without ``scale`` is a mel one (runs from before it existed).
+    ``mel_inverse``: how :func:`mel_to_linear` undoes the filterbank,
+    ``"nnls"`` (non-negative least squares, the default) or ``"lstsq"``
+    (plain least squares, clamped: what runs saved before the field
+    existed decode with)."""
 
     sample_rate: int = 8000
     n_fft: int = 512
@@ -33,10 +39,13 @@ class SpectrogramConfig:
     trim_db: float = 40.0  # trim leading/trailing audio quieter than this below the peak; 0: no trimming
     peak: float = 0.9  # peak amplitude clips are normalised to; 0: leave the level as it is
     scale: str = "mel"  # "mel" or "linear" frequency bins
+    mel_inverse: str = "nnls"  # "nnls" or "lstsq": see mel_to_linear
 
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"unknown spectrogram scale {self.scale!r}; choose one of: {', '.join(SCALES)}")
+        if self.mel_inverse not in MEL_INVERSES:
+            raise ValueError(f"unknown mel_inverse {self.mel_inverse!r}; choose one of: {', '.join(MEL_INVERSES)}")
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "frames", "griffin_lim_iters"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -133,9 +142,35 @@ def to_power(x: Tensor, spec: SpectrogramConfig) -> Tensor:
     return 10 ** (db / 10)
 
 
+def mel_filterbank(spec: SpectrogramConfig) -> Tensor:
+    """The mel filterbank ``(n_mels, n_fft // 2 + 1)`` that :func:`mel_power` applies to the power STFT."""
+    import torchaudio
+
+    return torchaudio.functional.melscale_fbanks(spec.n_fft // 2 + 1, spec.f_min, spec.top_frequency, spec.n_mels,
+                                                 spec.sample_rate).T
+
+
 def mel_to_linear(mel: Tensor, spec: SpectrogramConfig) -> Tensor:
-    """Power mel ``(B, n_mels, frames)`` -> power STFT ``(B, n_fft // 2 + 1, frames)``: the
-    least-squares inverse of the mel filterbank, clamped at 0."""
+    """Power mel ``(B, n_mels, frames)`` -> power STFT ``(B, n_fft // 2 + 1, frames)``.
+
+    ``spec.mel_inverse == "nnls"``: non-negative least squares, by :data:`NNLS_ITERS`
+    multiplicative updates (Lee & Seung) from the filterbank's normalised transpose (each STFT bin
+    the weighted mean of the bands that cover it). ``"lstsq"``: the plain least-squares inverse
+    (torchaudio ``InverseMelScale``), clamped at 0. Where narrow low bands share STFT bins (96 mels
+    of a 512-point STFT at 16 kHz) the filterbank is rank-deficient and the plain inverse turns small
+    errors in those bands into loud low-frequency spikes: real clips with 5 dB of noise added are
+    recognised in 27% after it and 99% after NNLS, which also round-trips clean clips closer
+    (docs/results/audio.md)."""
+    mel = mel.float()
+    if spec.mel_inverse == "nnls":
+        bank = mel_filterbank(spec).to(mel.device)  # (M, S)
+        cover = bank.sum(0)[:, None]  # (S, 1): how much of each STFT bin the bands hold
+        target = bank.T @ mel  # (B, S, T)
+        power = (target / cover.clamp_min(1e-8)).clamp_min(0)
+        gram = bank.T @ bank
+        for _ in range(NNLS_ITERS):
+            power = power * target / (gram @ power).clamp_min(1e-20)
+        return power
     import torchaudio
 
     inverse = torchaudio.transforms.InverseMelScale(
@@ -143,7 +178,7 @@ def mel_to_linear(mel: Tensor, spec: SpectrogramConfig) -> Tensor:
         f_max=spec.top_frequency)
     if int(torch.linalg.matrix_rank(inverse.fb)) < spec.n_mels:  # narrow low bands share or miss STFT bins
         inverse.driver = "gelsd"
-    return inverse(mel.float()).clamp_min(0)
+    return inverse(mel).clamp_min(0)
 
 
 def griffin_lim(power: Tensor, spec: SpectrogramConfig, *, iters: int | None = None, seed: int = 0,

@@ -44,6 +44,7 @@ class AudioConfig(ClassConditionalConfig):
     trim_db: float = 40.0
     peak: float = 0.9
     scale: str = "mel"  # "mel" bands or "linear" STFT bins (inverts best; 257+ channels did not train on 2 cores)
+    mel_inverse: str = "nnls"  # mel -> STFT power: "nnls" (non-negative least squares) or "lstsq" (older runs)
     # model
     backbone: str = "unet1d"  # "unet1d" (frequency bins as channels, convolutions over time) or "unet2d"
     io_kernel: int = 0  # unet1d: kernel of its input and output convolutions (0: its own; 1: per-frame projections)
@@ -141,8 +142,9 @@ class NotesGPUConfig(SpokenDigitsGPUConfig):
 CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
                                          (SpokenDigitsConfig, SpokenDigits16kConfig, NotesConfig, SpokenDigitsGPUConfig,
                                           NotesGPUConfig)}
-# what a run folder saved before a field existed means (older runs: mel spectrograms, no mask channels)
-LEGACY_FIELDS = {"scale": "mel", "mask_aware": False, "io_kernel": 0}
+# what a run folder saved before a field existed means (older runs: mel spectrograms inverted by plain least
+# squares, no mask channels)
+LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0}
 CLASSIFIER_DATASETS = ("spoken_digits", "notes")
 DESCRIPTIONS = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), 8 kHz, "

@@ -207,7 +207,7 @@ def _file_word(title: str) -> str:
 
 def run_spectrogram(run_dir: str | os.PathLike) -> SpectrogramConfig:
     """The spectrogram an audio run was trained on, from its config.json (any audio recipe's)."""
-    saved = load_config(run_dir)["config"]
+    saved = {**LEGACY_FIELDS, **load_config(run_dir)["config"]}
     return SpectrogramConfig(**{name: saved[name] for name in SPEC_FIELDS if name in saved})
 
 
