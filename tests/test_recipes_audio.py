@@ -45,11 +45,44 @@ def tone_run(tone_folder, tmp_path_factory):
 
 
 def test_audio_recipes_are_registered():
-    for name in ("spoken_digits", "spoken_digits_16k", "notes", "spoken_digits_gpu", "notes_gpu"):
+    for name in ("spoken_digits", "spoken_digits_16k", "spoken_digits_8k", "notes", "spoken_digits_gpu", "notes_gpu"):
         assert RECIPES[name].inpaint is not None and RECIPES[name].config_class.recipe == name
-    sixteen = R.SpokenDigits16kConfig()
-    assert sixteen.sample_rate == 16000 and sixteen.spectrogram.bins == 96 and sixteen.mask_aware
-    assert not R.SpokenDigitsConfig().mask_aware and R.SpokenDigitsConfig().spectrogram.bins == 32
+    default = R.SpokenDigitsConfig()  # 16 kHz since #28
+    assert default.sample_rate == 16000 and default.spectrogram.bins == 96 and default.mask_aware
+    assert default.spectrogram.mel_inverse == "nnls" and default.sampler == "euler_ancestral"
+    same = {k: v for k, v in vars(R.SpokenDigits16kConfig()).items()}
+    assert same == {k: v for k, v in vars(default).items()}
+    eight = R.SpokenDigits8kConfig()
+    assert not eight.mask_aware and eight.spectrogram.bins == 32 and eight.sample_rate == 8000
+
+
+def test_a_masked_example_drops_its_label_at_the_context_rate():
+    """masked_loss drops the labels of clips with known frames at ``context_dropout`` and of the
+    others at ``dropout``; with the two equal it draws exactly what drop_labels would."""
+    from multidiff.recipes.common import drop_labels
+
+    config = make_config(get_recipe("spoken_digits"), {**TINY, "mask_rate": 0.5})
+    seen = {}
+    probe = R.build_model(config, 3)
+
+    def raw(x, sigma, cond):  # records the cond the loss hands the denoiser, runs no network
+        seen.update(cond)
+        ones = torch.ones(x.shape[0], 1, 1, 1)
+        return torch.zeros_like(x), ones, ones
+
+    probe.raw = raw
+    batch = {"x": torch.zeros(4000, 1, BINS, 16), "cond": torch.zeros(4000, dtype=torch.long)}
+    R.masked_loss(probe, batch, torch.Generator().manual_seed(0), weighting=lambda s: torch.ones_like(s),
+                  dropout=0.1, null_class=3, config=config, context_dropout=0.6)
+    known = seen["image"][:, 1].flatten(1).amax(1) > 0  # the mask channel
+    dropped = seen["label"] == 3
+    assert 0.4 < float(known.float().mean()) < 0.6
+    assert abs(float(dropped[known].float().mean()) - 0.6) < 0.04
+    assert abs(float(dropped[~known].float().mean()) - 0.1) < 0.03
+    R.masked_loss(probe, batch, torch.Generator().manual_seed(0), weighting=lambda s: torch.ones_like(s),
+                  dropout=0.1, null_class=3, config=config)
+    expected = drop_labels(batch["cond"], torch.Generator().manual_seed(0), 0.1, 3)
+    assert torch.equal(seen["label"], expected)
 
 
 def test_the_run_carries_its_spectrogram(tone_run):

@@ -56,7 +56,8 @@ from ..common import threads_of
 from ..registry import register
 from .evaluation import _evaluate, evaluate, evaluate_inpainting
 from .model import (BACKBONES, CLASSIFIER_DATASETS, CONFIGS, DESCRIPTIONS, SPEC_FIELDS, AudioConfig, NotesConfig,
-                    NotesGPUConfig, SpokenDigits16kConfig, SpokenDigitsConfig, SpokenDigitsGPUConfig, build_model,
+                    NotesGPUConfig, SpokenDigits8kConfig, SpokenDigits16kConfig, SpokenDigitsConfig, SpokenDigitsGPUConfig,
+                    build_model,
                     conditioning, guided_denoiser, load_data, masked_loss, objective)
 from .sampling import (_progress_grid, calibration_problem, config_of, draw, inpaint_test, load_run, read_config,
                        sample, titles, write_samples)
@@ -120,6 +121,6 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
 
 
 __all__ = ["AudioConfig", "BACKBONES", "CLASSIFIER_DATASETS", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig",
-           "SPEC_FIELDS", "SpokenDigits16kConfig", "SpokenDigitsConfig", "SpokenDigitsGPUConfig", "build_model",
+           "SPEC_FIELDS", "SpokenDigits8kConfig", "SpokenDigits16kConfig", "SpokenDigitsConfig", "SpokenDigitsGPUConfig", "build_model",
            "conditioning", "config_of", "draw", "evaluate", "evaluate_inpainting", "guided_denoiser", "inpaint_test",
            "load_run", "masked_loss", "objective", "read_config", "sample", "titles", "train", "write_samples"]
