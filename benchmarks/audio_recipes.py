@@ -270,7 +270,9 @@ def inpainting(args) -> str:
         A.save_wav(filled["reference_audio"][i], folder / f"{i:02d}-{digit}-original.wav", spec.sample_rate)
     gap = reports["--region gap"]
     return (f"Measured on {machine()} with the run in `{run}` ({config.recipe}, {spec.bins} {spec.scale} bins), "
-            f"{args.num} held-out clips (voices never trained on), no label, the run's sampler and steps. RMS: "
+            f"{args.num} held-out clips (voices never trained on), no label, the run's sampler and steps; `model` "
+            f"starts from the straight line noised to sigma {config.inpaint_start_sigma:g}"
+            f"{' (`model from noise`: from pure noise)' if config.inpaint_start_sigma else ' (pure noise)'}. RMS: "
             f"model units inside the hidden frames; LSD: log-spectral distance (dB) inside them; accuracy: the "
             f"bundled classifier on the decoded clip against its true digit (`original`: the real clip). "
             f"`--region gap` fill / linear interpolation RMS: {gap['rms_over_linear_interpolation']:.2f}.\n\n"

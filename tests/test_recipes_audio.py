@@ -177,8 +177,9 @@ def test_the_mask_aware_fill_reads_the_frames_around_the_gap(tone_run):
 def test_inpainting_is_judged_beside_its_baselines(tone_run):
     report = R.evaluate_inpainting(tone_run, region="gap", num=2, seed=0)
     methods = report["methods"]
-    assert set(methods) == {"model", "model, replacement only", "silence", "linear interpolation", "original",
-                            "original_decoded"}
+    assert set(methods) == {"model", "model from noise", "model, replacement only", "silence", "linear interpolation",
+                            "original", "original_decoded"}
+    assert report["start_sigma"] == R.read_config(tone_run).inpaint_start_sigma == 0.3  # spoken_digits' default
     assert all(methods[m]["rms"] > 0 and methods[m]["lsd_db"] > 0 for m in ("model", "silence"))
     assert methods["original"]["accuracy"] is None  # the folder dataset has no bundled classifier
     assert report["rms_over_linear_interpolation"] == methods["model"]["rms"] / methods["linear interpolation"]["rms"]
@@ -190,11 +191,12 @@ def test_runs_saved_before_the_linear_scale_read_as_mel(tone_run, tmp_path):
     a new run saves the NNLS inverse."""
     saved = json.loads((tone_run / "config.json").read_text())
     assert saved["config"]["mel_inverse"] == "nnls" and R.read_config(tone_run).spectrogram.mel_inverse == "nnls"
-    for key in ("scale", "mask_aware", "mel_inverse"):
+    for key in ("scale", "mask_aware", "mel_inverse", "inpaint_start_sigma"):
         saved["config"].pop(key)
     (tmp_path / "config.json").write_text(json.dumps(saved))
     config = R.read_config(tmp_path)
     assert config.scale == "mel" and not config.mask_aware and config.spectrogram.mel_inverse == "lstsq"
+    assert config.inpaint_start_sigma == 0  # older runs fill from pure noise
     assert run_spectrogram(tmp_path).mel_inverse == "lstsq"
 
 
@@ -223,3 +225,25 @@ def test_spoken_digits_trains_and_is_judged_by_the_bundled_classifier(tmp_path, 
     assert 0 <= report["classifier_accuracy"] <= 1 and report["classifier_test_accuracy"] >= 0.95
     assert report["frechet_floor"] > 0 and report["frechet"] > 0
     assert len(list((tmp_path / "sd" / "samples").glob("*.wav"))) == 10
+
+
+def test_a_fill_can_start_from_the_noised_straight_line(tone_run):
+    """start_sigma > 0 starts from interpolate_frames noised to it: at a small sigma the fill stays
+    near the line, from pure noise (0) it does not; the known frames are exact either way; a start
+    at or above the run's largest sigma, or below 0, is refused."""
+    from multidiff.adapters.audio import hidden_rms, interpolate_frames
+
+    near = R.inpaint_test(tone_run, num=2, region="gap", seed=1, start_sigma=0.01)
+    cold = R.inpaint_test(tone_run, num=2, region="gap", seed=1, start_sigma=0)
+    line = interpolate_frames(near["reference"], near["mask"])
+    keep = torch.broadcast_to(near["mask"], near["reference"].shape) > 0
+    for filled in (near, cold):
+        assert torch.equal(filled["spectrograms"][keep], filled["reference"][keep])
+    off_line = [float(hidden_rms(f["spectrograms"], line, f["mask"]).mean()) for f in (near, cold)]
+    assert off_line[0] < 0.05 < off_line[1], off_line
+    with pytest.raises(ValueError, match="largest sigma"):
+        R.inpaint_test(tone_run, num=2, region="gap", start_sigma=1e4)
+    with pytest.raises(ValueError, match="start_sigma must be >= 0"):
+        R.inpaint_test(tone_run, num=2, region="gap", start_sigma=-1)
+    with pytest.raises(ValueError, match="inpaint_start_sigma"):
+        make_config(get_recipe("spoken_digits"), {"inpaint_start_sigma": "-0.5"})

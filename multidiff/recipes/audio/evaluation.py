@@ -89,8 +89,9 @@ def evaluate_inpainting(run_dir: str | os.PathLike, *, region: str | None = None
     unconditioned (mask hidden from it) held by replacement only, silence, and a straight line
     across the gap (:func:`~multidiff.adapters.audio.interpolate_frames`). Per method: RMS in model
     units and log-spectral distance (dB) inside the hidden frames, and the share of decoded clips the
-    bundled classifier recognises as their class; ``original`` is the real clip itself and
-    ``original_decoded`` its spectrogram through the run's decoder."""
+    bundled classifier recognises as their class; a run that starts its fills from the noised
+    straight line (``inpaint_start_sigma``) also gets ``model from noise``; ``original`` is the real
+    clip itself and ``original_decoded`` its spectrogram through the run's decoder."""
     from ...metrics.audio import load_audio_classifier, predict_audio
 
     config = read_config(run_dir)
@@ -99,13 +100,18 @@ def evaluate_inpainting(run_dir: str | os.PathLike, *, region: str | None = None
     filled = inpaint_test(run_dir, reconstruction_scale=reconstruction_scale, **options)
     reference, known = filled["reference"], filled["mask"]
     fills = {"model": filled["spectrograms"]}
+    if config.inpaint_start_sigma > 0:  # the same fill from pure noise, not from the noised straight line
+        fills["model from noise"] = inpaint_test(run_dir, reconstruction_scale=reconstruction_scale, start_sigma=0,
+                                                 **options)["spectrograms"]
     if config.mask_aware:
-        fills["model, replacement only"] = inpaint_test(run_dir, context=False, **options)["spectrograms"]
+        fills["model, replacement only"] = inpaint_test(run_dir, context=False, start_sigma=0,
+                                                        **options)["spectrograms"]
     fills["silence"] = silence_fill(reference, known)
     fills["linear interpolation"] = interpolate_frames(reference, known)
     hidden_seconds = float((known == 0).float().sum(-1).mean()) * spec.hop_length / spec.sample_rate
     report = {"recipe": config.recipe, "region": region if mask is None else "mask", "num": num, "seed": seed,
-              "hidden_seconds": hidden_seconds, "reconstruction_scale": reconstruction_scale, "methods": {}}
+              "hidden_seconds": hidden_seconds, "reconstruction_scale": reconstruction_scale,
+              "start_sigma": config.inpaint_start_sigma, "methods": {}}
     classifier = None
     if config.dataset in CLASSIFIER_DATASETS:
         classifier, classifier_spec = load_audio_classifier(config.dataset, train_if_missing=True)

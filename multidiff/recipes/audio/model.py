@@ -55,6 +55,9 @@ class AudioConfig(ClassConditionalConfig):
     # a masked training example's label is dropped with this probability (label_dropout for the rest):
     # a fill is drawn without a label, from the frames around it, so that path needs the training
     context_label_dropout: float = 0.1
+    # inpainting starts from the straight line across the hidden frames noised to this sigma (SDEdit-style),
+    # not from pure noise; 0: from pure noise
+    inpaint_start_sigma: float = 0.0
     gap_min_seconds: float = 0.05
     gap_max_seconds: float = 0.3
 
@@ -71,6 +74,9 @@ class AudioConfig(ClassConditionalConfig):
         for name in ("mask_rate", "context_label_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.inpaint_start_sigma < 0:
+            raise ValueError(f"inpaint_start_sigma must be >= 0 (0: start from pure noise), got "
+                             f"{self.inpaint_start_sigma}")
         if not 0 < self.gap_min_seconds <= self.gap_max_seconds:
             raise ValueError(f"need 0 < gap_min_seconds <= gap_max_seconds, got {self.gap_min_seconds}, "
                              f"{self.gap_max_seconds}")
@@ -94,6 +100,7 @@ class SpokenDigitsConfig(AudioConfig):
     n_mels: int = 96
     mask_aware: bool = True
     context_label_dropout: float = 0.5
+    inpaint_start_sigma: float = 0.3
     io_kernel: int = 1
     sampler: str = "euler_ancestral"
     sample_steps: int = 12
@@ -162,8 +169,8 @@ CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
                                           SpokenDigitsGPUConfig,
                                           NotesGPUConfig)}
 # what a run folder saved before a field existed means (older runs: mel spectrograms inverted by plain least
-# squares, no mask channels)
-LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0}
+# squares, no mask channels, inpainting from pure noise)
+LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0, "inpaint_start_sigma": 0.0}
 CLASSIFIER_DATASETS = ("spoken_digits", "notes")
 DESCRIPTIONS = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), 16 kHz, "

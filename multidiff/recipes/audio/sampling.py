@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...adapters.audio import (INPAINT_TASKS, SpectrogramConfig, decode, encode, inpaint_frames, save_spectrograms,
-                               save_wav, task_mask)
+from ...adapters.audio import (INPAINT_TASKS, SpectrogramConfig, decode, encode, inpaint_frames, interpolate_frames,
+                               save_spectrograms, save_wav, task_mask)
 from ...atomic import atomic_write_npz
 from ...core.precond import Precond
 from ...core.samplers import default_sigmas
+from ...core.sigmas import karras_sigmas
 from ...data.audio import AudioDataset, fitted_clips
 from ...train import from_pretrained, load_config
 from ...train.generate import draw as draw_samples
@@ -124,21 +125,27 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
 def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = None, label: int | None = None,
                  guidance: float | None = None, reconstruction_scale: float = 0.0, sampler: str | None = None,
                  steps: int | None = None, seed: int = 0, progress: bool = False, mask: torch.Tensor | None = None,
-                 context: bool = True) -> dict:
+                 context: bool = True, start_sigma: float | None = None) -> dict:
     """Time inpainting of ``num`` held-out clips drawn at random (from ``seed``): ``region`` ``continue``
     (default: keep the first half of the frames, generate the rest) or ``gap`` (fill the middle
     third), or any known-frame ``mask (1 or num, 1, 1, frames)``. A mask-aware run reads the known
     frames and the mask (``context=False`` hides them from it: the model as an unconditional one,
     held to the known frames by replacement only, a baseline); every run keeps the known frames
     exactly by replacement, and ``reconstruction_scale > 0`` adds reconstruction guidance. Without
-    ``label`` the null class fills; with one, guidance toward it. Returns the :func:`draw` dict plus
-    ``masked``, ``reference`` (spectrograms), ``mask`` and ``reference_audio``."""
+    ``label`` the null class fills; with one, guidance toward it. ``start_sigma`` (default: the
+    run's ``inpaint_start_sigma``) > 0 starts the sampler from the straight line across the hidden
+    frames (:func:`~multidiff.adapters.audio.interpolate_frames`) noised to that sigma, on a Karras
+    grid of ``steps`` from it (SDEdit-style); 0 starts from pure noise. Returns the :func:`draw`
+    dict plus ``masked``, ``reference`` (spectrograms), ``mask`` and ``reference_audio``."""
     config = read_config(run_dir)
     region = "continue" if region is None else region
     if region not in INPAINT_TASKS:
         raise ValueError(f"unknown audio inpainting region {region!r}; choose one of: {', '.join(INPAINT_TASKS)}")
     if reconstruction_scale < 0:
         raise ValueError(f"reconstruction_scale must be >= 0, got {reconstruction_scale}")
+    start_sigma = config.inpaint_start_sigma if start_sigma is None else float(start_sigma)
+    if start_sigma < 0:
+        raise ValueError(f"start_sigma must be >= 0 (0: start from pure noise), got {start_sigma}")
     classes = _run_classes(run_dir)
     check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
     if guidance is not None and label is None:
@@ -171,14 +178,21 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
         denoiser = guided_denoiser(model, config, len(classes), config.guidance if guidance is None else guidance,
                                    cond)
     sampler = config.sampler if sampler is None else sampler
-    sigmas = default_sigmas(model.schedule, config.sample_steps if steps is None else steps, sampler,
-                            sigma_data=config.sigma_data)
+    steps = config.sample_steps if steps is None else steps
+    sigmas = default_sigmas(model.schedule, steps, sampler, sigma_data=config.sigma_data)
+    warm = None
+    if start_sigma > 0:
+        if start_sigma >= float(sigmas[0]):
+            raise ValueError(f"start_sigma ({start_sigma}) must be below the run's largest sigma "
+                             f"({float(sigmas[0]):.3g}); 0 starts from pure noise")
+        sigmas = karras_sigmas(steps, float(sigmas[-2]), start_sigma)
+        warm = interpolate_frames(reference, mask).to(device)
     start = time.perf_counter()
     with threads_of(config), sampling_progress(len(sigmas) - 1, f"inpaint ({sampler})", progress) as callback:
         with torch.set_grad_enabled(reconstruction_scale > 0):
             filled = inpaint_frames(denoiser, reference.to(device), mask.to(device), sigmas, method=sampler,
                                     cond=cond, generator=generator, reconstruction_scale=reconstruction_scale,
-                                    callback=callback)
+                                    callback=callback, start=warm)
     network = time.perf_counter() - start
     filled = filled.detach().float().cpu().clamp(-1, 1)
     start = time.perf_counter()
