@@ -3,11 +3,11 @@ sound by Griffin-Lim, and time inpainting by a mask-aware denoiser.
 
 =====================  ======================================================
 ``spoken_digits``      the CPU default: "zero" ... "nine" by espeak-ng and
-                       flite voices, 8 kHz, 32 mels x 48 frames (0.76 s); a
-                       temporal U-Net over the frames (mel bins as channels);
-                       ~11 minutes on 2 cores
-``spoken_digits_16k``  16 kHz, 96 mels of a 512-point STFT x 48 frames, a
-                       mask-aware U-Net; undertrained in the CPU budget
+                       flite voices, 16 kHz, 96 mels x 48 frames (0.75 s); a
+                       mask-aware temporal U-Net over the frames (mel bins as
+                       channels), Euler ancestral in 12 steps; ~15 minutes
+                       on 2 cores (``spoken_digits_16k``: the same)
+``spoken_digits_8k``   the default before #28: 8 kHz, 32 mels x 48 frames
 ``notes``              single notes by fluidsynth, 16 kHz, 64 mels x 32
                        frames (0.5 s), conditioned on (pitch, instrument):
                        label = ``pitch_index * 6 + instrument``
@@ -18,17 +18,19 @@ sound by Griffin-Lim, and time inpainting by a mask-aware denoiser.
 
 All share :class:`AudioConfig`, whose spectrogram fields are saved with the run,
 so sampling always decodes with what the run was trained on. Griffin-Lim
-inverts 96 mels of a 512-point STFT at 16 kHz at spectral convergence 0.13 on
-held-out clips (8 kHz / 32 mels: 0.63), linear magnitudes at 0.06; but the
-temporal U-Net's loss stays on a plateau longer the more frequency channels
-it reads, so on 2 cores only the 32-mel default is trained to quality in the
-budget (docs/results/audio.md).
+inverts 96 mels of a 512-point STFT at 16 kHz at spectral convergence 0.12 on
+held-out clips (8 kHz / 32 mels: 0.58), linear magnitudes at 0.06. Two things
+made the 16 kHz default work on 2 cores (docs/results/audio.md): the mel
+inverse is non-negative least squares (the plain one turned small errors in
+the narrow low bands into loud spikes), and the sampler is ancestral (the
+deterministic ones leave a grain on this network's spectrograms).
 
-A *mask-aware* run (``mask_aware``; ``spoken_digits_16k``) reads the known frames and
+A *mask-aware* run (``mask_aware``; ``spoken_digits``) reads the known frames and
 their mask as extra input channels; half its training clips get a random gap
 (50-300 ms) or continuation to fill, the other half nothing known, so the same
 network samples from scratch and inpaints with its context in view
-(replacement keeps the known frames exact on top).
+(replacement keeps the known frames exact on top). Its fills start from the
+straight line across the hidden frames noised to ``inpaint_start_sigma``.
 
 Evaluation (``eval.json``, ``multidiff eval``) decodes samples to waveforms and
 judges them as audio with the bundled log-mel classifier of the dataset
@@ -56,8 +58,8 @@ from ..common import threads_of
 from ..registry import register
 from .evaluation import _evaluate, evaluate, evaluate_inpainting
 from .model import (BACKBONES, CLASSIFIER_DATASETS, CONFIGS, DESCRIPTIONS, SPEC_FIELDS, AudioConfig, NotesConfig,
-                    NotesGPUConfig, SpokenDigits8kConfig, SpokenDigits16kConfig, SpokenDigitsConfig, SpokenDigitsGPUConfig,
-                    build_model,
+                    NotesGPUConfig, SpokenDigits8kConfig, SpokenDigits16kConfig, SpokenDigitsConfig,
+                    SpokenDigitsGPUConfig, build_model,
                     conditioning, guided_denoiser, load_data, masked_loss, objective)
 from .sampling import (_progress_grid, calibration_problem, config_of, draw, inpaint_test, load_run, read_config,
                        sample, titles, write_samples)
@@ -121,6 +123,7 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
 
 
 __all__ = ["AudioConfig", "BACKBONES", "CLASSIFIER_DATASETS", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig",
-           "SPEC_FIELDS", "SpokenDigits8kConfig", "SpokenDigits16kConfig", "SpokenDigitsConfig", "SpokenDigitsGPUConfig", "build_model",
+           "SPEC_FIELDS", "SpokenDigits8kConfig", "SpokenDigits16kConfig", "SpokenDigitsConfig",
+           "SpokenDigitsGPUConfig", "build_model",
            "conditioning", "config_of", "draw", "evaluate", "evaluate_inpainting", "guided_denoiser", "inpaint_test",
            "load_run", "masked_loss", "objective", "read_config", "sample", "titles", "train", "write_samples"]

@@ -170,11 +170,12 @@ CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
                                           NotesGPUConfig)}
 # what a run folder saved before a field existed means (older runs: mel spectrograms inverted by plain least
 # squares, no mask channels, inpainting from pure noise)
-LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0, "inpaint_start_sigma": 0.0}
+LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0,
+                 "inpaint_start_sigma": 0.0}
 CLASSIFIER_DATASETS = ("spoken_digits", "notes")
 DESCRIPTIONS = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), 16 kHz, "
-                     "96 mels, mask-aware temporal U-Net that also inpaints, Griffin-Lim to WAV, CPU, ~17 min",
+                     "96 mels, mask-aware temporal U-Net that also inpaints, Griffin-Lim to WAV, CPU, ~15 min",
     "spoken_digits_16k": "the same as spoken_digits (16 kHz since #28), kept for the scripts that name it",
     "spoken_digits_8k": "spoken digits at 8 kHz, 32 mels, temporal U-Net (the CPU default before #28), ~11 min",
     "notes": "pitch- and instrument-conditional notes rendered by fluidsynth, temporal U-Net, CPU",
