@@ -156,6 +156,8 @@ def planner_label(report: dict) -> str:
                      (f", warm start {report['warm_start']} steps" if report.get("warm_start") else ""))
     else:
         parts.append("open loop")
+    if report.get("wall_margin"):
+        parts.append(f"kept {report['wall_margin']:g} m off the walls")
     return ", ".join(parts)
 
 

@@ -345,8 +345,11 @@ def _write_samples(recipe, drawn, out: Path, run_dir: Path) -> None:
               help="Episodes in the real environment (random start and goal cells from --seed).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output stem: OUT.png (planned and executed paths) and OUT.json (the figures).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A planner setting for this evaluation, e.g. --set num_plans=8 or --set wall_margin=0.1 "
+                   "(repeatable; see PlannerSettings).")
 @_run_options
-def plan(run_dir, episodes, out, sampler, steps, seed, progress):
+def plan(run_dir, episodes, out, settings, sampler, steps, seed, progress):
     """Run the trained planner in RUN_DIR in its environment and print its figures as JSON
     (success rate, mean return, normalised score, beside the baselines)."""
     from .recipes import recipe_of_run
@@ -354,8 +357,9 @@ def plan(run_dir, episodes, out, sampler, steps, seed, progress):
     _check_sampler(sampler)
     recipe = recipe_of_run(run_dir)
     _require_verb(recipe, "plan")
+    options = _parse_settings(settings)
     report = recipe.plan(run_dir, episodes=episodes, seed=seed, sampler=sampler, steps=steps,
-                         progress=_progress(progress))
+                         progress=_progress(progress), **({"options": options} if options else {}))
     if out is not None:
         stem = out.with_suffix("") if out.suffix in (".png", ".json") else out
         for path in recipe.write_plan(report, stem, run_dir):

@@ -213,6 +213,24 @@ def test_cli_plan_prints_json_and_writes_the_picture(maze_run, tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output
 
 
+def test_cli_plan_takes_planner_settings(maze_run):
+    import json
+
+    from click.testing import CliRunner
+
+    from multidiff.cli import main
+
+    result = CliRunner().invoke(main, ["plan", str(maze_run), "--episodes", "1", "--set", "num_plans=2",
+                                       "--set", "wall_margin=0.1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["num_plans"] == 2 and report["wall_margin"] == 0.1
+    result = CliRunner().invoke(main, ["plan", str(maze_run), "--set", "wall_marginn=0.1"])
+    assert result.exit_code != 0 and "no setting 'wall_marginn'" in result.output
+    result = CliRunner().invoke(main, ["plan", str(maze_run), "--set", "wall_margin=-1"])
+    assert result.exit_code != 0 and "wall_margin must be >= 0" in result.output
+
+
 @pytest.mark.parametrize("which", ["maze", "pendulum"])
 def test_calibrate_a_trajectory_run(which, maze_run, pendulum_run, tmp_path):
     """``multidiff calibrate`` on a trajectory run fits the grid to the planner's own denoiser (goal

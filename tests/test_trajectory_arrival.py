@@ -100,6 +100,39 @@ def test_violations_count_walls_and_jumps_up_to_arrival_only():
     assert A.wall_hits(geometry, np.array([[10.0, 0.0], left])).tolist() == [True, False]  # outside the maze
 
 
+def test_out_of_walls_moves_only_points_near_walls_to_the_nearest_free_cell():
+    walls = np.array([[1, 1, 1, 1], [1, 0, 0, 1], [1, 0, 1, 1], [1, 1, 1, 1]], bool)  # an L of three free cells
+    geometry = A.MazeGeometry(walls)
+    centre, margin = geometry.cell_to_xy((1, 1)), 0.1
+    wall_cell = geometry.cell_to_xy((2, 2))  # free (1, 2) above it, free (2, 1) to its left
+    xy = torch.tensor(np.array([centre, wall_cell + [0.0, 0.3], wall_cell + [-0.3, 0.0], [10.0, 0.0],
+                                centre + [0.0, 0.47]]))
+    moved = A.out_of_walls(geometry, xy, margin).numpy()
+    np.testing.assert_allclose(moved[0], centre)  # far from every wall: untouched
+    np.testing.assert_allclose(moved[1], wall_cell + [0.0, 0.5 + margin])  # up into (1, 2), margin inside
+    np.testing.assert_allclose(moved[2], wall_cell + [-0.5 - margin, 0.0])  # left into (2, 1)
+    np.testing.assert_allclose(moved[4], centre + [0.0, 0.5 - margin])  # in a free cell but too near the wall above
+    assert not A.wall_hits(geometry, moved).any()
+    plans = np.concatenate([moved, np.zeros((5, 2))], axis=1)[None]
+    assert A.plan_violations(plans, [4], geometry=geometry, margin=margin - 1e-9)[0] == 0
+    free = torch.tensor(np.array([centre]))
+    assert A.out_of_walls(geometry, free, margin) is free  # nothing to move: the same tensor back
+
+
+def test_wall_projection_keeps_denoised_plans_out_of_walls_without_extra_calls():
+    walls = np.array([[1, 1, 1, 1], [1, 0, 0, 1], [1, 1, 1, 1]], bool)
+    geometry = A.MazeGeometry(walls)
+    norm = A.Normalizer("limits", (0.0,) * (OBS + ACT), (2.0,) * (OBS + ACT))
+    wall_xy = norm.encode(np.r_[geometry.cell_to_xy((0, 1)), 0.0, 0.0, 0.0, 0.0])  # a point in the top wall row
+    counter = A.CallCounter(lambda x, sigma: torch.as_tensor(wall_xy, dtype=x.dtype).expand_as(x).clone())
+    projected = A.WallProjection(counter, norm, geometry, (0, 1), margin=0.1)
+    out = projected(torch.zeros(2, H, OBS + ACT), torch.tensor(1.0))
+    xy = norm.decode(out.double())[..., :2].numpy()
+    assert counter.calls == 1 and not A.wall_hits(geometry, xy).any()
+    np.testing.assert_allclose(xy[..., 1], geometry.cell_to_xy((1, 1))[1] + 0.5 - 0.1, atol=1e-6)
+    np.testing.assert_array_equal(out[..., 2:].numpy(), np.broadcast_to(wall_xy[2:], (2, H, 4)).astype(np.float32))
+
+
 def test_earliest_feasible_and_the_arrival_grid():
     assert A.earliest_feasible(np.array([30, 10, 20]), np.array([0, 2, 0])) == 2
     assert A.earliest_feasible(np.array([30, 10, 20]), np.array([3, 1, 1])) == 1  # none feasible: fewest, earliest
@@ -137,6 +170,27 @@ def test_arrival_planner_keeps_its_deadline_and_warm_starts(warm_start):
     np.testing.assert_allclose(first["observations"][first["arrival"]:, :2],
                                np.broadcast_to(obs["desired_goal"], (H - first["arrival"], 2)), atol=1e-5)
     env.close()
+
+
+@needs_maze
+def test_planner_with_wall_margin_samples_plans_clear_of_walls_at_the_same_cost():
+    model = tiny_model(OBS + ACT + A.arrival_channels(OBS, GOAL))
+    env = A.Planner(model, maze_settings(), normalizer()).make_env(seed=0)
+    obs, _ = env.reset(seed=1)
+    env.close()
+    state, goal = A.split_observation(obs, OBS)
+    arrivals = A.arrival_grid(2, H - 1, 4)
+    plans = {}
+    for margin in (0.0, 0.1):
+        planner = A.Planner(model, maze_settings(wall_margin=margin), normalizer(), seed=0)
+        x, _ = planner.sample(np.repeat(state[None], 4, 0), np.repeat(goal[None], 4, 0), arrivals=arrivals)
+        plans[margin] = planner.normalizer.decode(x.double()).numpy()[..., :OBS]
+        assert planner.last_calls == 4
+    clear = A.plan_violations(plans[0.1], arrivals, geometry=planner.geometry)
+    assert clear.tolist() == [0, 0, 0, 0]
+    assert A.plan_violations(plans[0.0], arrivals, geometry=planner.geometry).sum() > 0  # the untrained net hits walls
+    with pytest.raises(ValueError, match="wall_margin"):
+        maze_settings(wall_margin=-0.1)
 
 
 @needs_maze

@@ -23,8 +23,9 @@ runner and its scores live with the other metrics (:mod:`multidiff.metrics.traje
 gymnasium (and gymnasium-robotics for PointMaze) are imported only when an env is made.
 """
 
-from .arrival import (ArrivalWindowLoss, arrival_channels, arrival_constraints, arrival_grid, earliest_feasible,
-                      hold_after, plan_violations, rest_row, timeline, wall_hits)
+from .arrival import (ArrivalWindowLoss, WallProjection, arrival_channels, arrival_constraints, arrival_grid,
+                      earliest_feasible, free_boxes, hold_after, out_of_walls, plan_violations, rest_row, timeline,
+                      wall_hits)
 from .denoiser import (TRAJECTORY_PRESETS, CallCounter, ConditionedDenoiser, TrajectoryDenoiser, WindowLoss,
                        backbone_config, condition_mask, constraints, sample_plans, value_guided, with_condition)
 from .env import (MAZE_KWARGS, MAZES, PENDULUM_ID, MazeGeometry, MissingGymnasium, is_maze, make_env, make_maze_env,
@@ -41,9 +42,10 @@ __all__ = ["ArrivalWindowLoss", "BCNet", "BCPolicy", "BC_FILE", "CallCounter", "
            "ControllerPolicy", "D4RLWaypointController", "INVERSE_FILE", "MAZES", "MAZE_KWARGS", "MazeGeometry",
            "MissingGymnasium", "NORMALIZERS", "NoisyControllerPolicy", "Normalizer", "PENDULUM_ID", "Planner",
            "PlannerSettings", "RandomPolicy", "SwingUpController", "TRACKING", "TRAJECTORY_PRESETS",
-           "TrajectoryDenoiser", "VALUE_FILE", "ValueModel", "WaypointController", "WindowLoss", "arrival_channels",
-           "arrival_constraints", "arrival_grid", "backbone_config", "build_mlp", "build_value_model",
-           "condition_mask", "constraints", "earliest_feasible", "hold_after", "is_maze", "load_mlp",
-           "load_value_model", "make_env", "make_maze_env", "maze_env_id", "maze_geometry", "plan_png", "plan_title",
-           "plan_violations", "rest_row", "returns_to_go", "sample_plans", "save_mlp", "save_value_model",
-           "shortest_path", "split_observation", "step_rows", "timeline", "value_guided", "wall_hits", "with_condition"]
+           "TrajectoryDenoiser", "VALUE_FILE", "ValueModel", "WallProjection", "WaypointController", "WindowLoss",
+           "arrival_channels", "arrival_constraints", "arrival_grid", "backbone_config", "build_mlp",
+           "build_value_model", "condition_mask", "constraints", "earliest_feasible", "free_boxes", "hold_after",
+           "is_maze", "load_mlp", "load_value_model", "make_env", "make_maze_env", "maze_env_id", "maze_geometry",
+           "out_of_walls", "plan_png", "plan_title", "plan_violations", "rest_row", "returns_to_go", "sample_plans",
+           "save_mlp", "save_value_model", "shortest_path", "split_observation", "step_rows", "timeline",
+           "value_guided", "wall_hits", "with_condition"]

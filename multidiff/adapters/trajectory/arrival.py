@@ -165,6 +165,63 @@ def wall_hits(geometry: MazeGeometry, xy: np.ndarray) -> np.ndarray:
     return hit
 
 
+def free_boxes(geometry: MazeGeometry, margin: float = 0.0) -> np.ndarray:
+    """``(F, 4)`` ``[x_low, x_high, y_low, y_high]`` of every free cell, shrunk by ``margin`` on each side."""
+    rows, cols = geometry.shape
+    s = geometry.scaling
+    boxes = [((c - cols / 2) * s + margin, (c + 1 - cols / 2) * s - margin,
+              (rows / 2 - r - 1) * s + margin, (rows / 2 - r) * s - margin) for r, c in geometry.free_cells()]
+    return np.array(boxes, np.float64).reshape(-1, 4)
+
+
+def out_of_walls(geometry: MazeGeometry, xy: torch.Tensor, margin: float = 0.05) -> torch.Tensor:
+    """``xy (..., 2)`` (world units) with every point that lies within ``margin`` of a wall cell (in
+    it, or one of the four points ``margin`` away diagonally is, as :func:`plan_violations` tests) or
+    outside the maze moved to the nearest point of a free cell at least ``margin`` inside it; the
+    other points are returned unchanged."""
+    points = xy.detach().cpu().double().numpy()
+    hit = np.zeros(points.shape[:-1], bool)
+    for dx, dy in ((0, 0), (margin, margin), (margin, -margin), (-margin, margin), (-margin, -margin)):
+        hit |= wall_hits(geometry, points + np.array([dx, dy]))
+    hit = torch.as_tensor(hit, device=xy.device)
+    if not hit.any():
+        return xy
+    boxes = torch.as_tensor(free_boxes(geometry, margin), dtype=xy.dtype, device=xy.device)  # (F, 4)
+    points = xy[hit]  # (P, 2)
+    nearest = torch.stack([torch.maximum(torch.minimum(points[:, None, 0], boxes[:, 1]), boxes[:, 0]),
+                           torch.maximum(torch.minimum(points[:, None, 1], boxes[:, 3]), boxes[:, 2])], dim=-1)
+    best = (nearest - points[:, None]).square().sum(-1).argmin(dim=1)  # (P,)
+    out = xy.clone()
+    out[hit] = nearest[torch.arange(len(points), device=xy.device), best]
+    return out
+
+
+class WallProjection:
+    """A plan denoiser whose denoised plans keep out of the maze's walls: the positions
+    (``position_dims``, model space, decoded by ``normalizer``) of its output that lie in a wall cell
+    are moved to the nearest free point ``margin`` inside a free cell (:func:`out_of_walls`), at
+    every noise level. No network call is added; the sampler then steers the plan around the wall
+    as inpainting steers it onto the goal."""
+
+    def __init__(self, denoiser, normalizer: Normalizer, geometry: MazeGeometry, position_dims: Sequence[int],
+                 margin: float = 0.05):
+        self.denoiser, self.normalizer, self.geometry = denoiser, normalizer, geometry
+        self.dims, self.margin = list(position_dims), float(margin)
+
+    def __call__(self, x, sigma, cond=None):
+        return self.project(self.denoiser(x, sigma) if cond is None else self.denoiser(x, sigma, cond))
+
+    def project(self, plans: torch.Tensor) -> torch.Tensor:
+        """``plans (..., H, D)`` (model space) with their positions moved out of the walls."""
+        xy = self.normalizer.decode(plans[..., self.dims].double(), self.dims)
+        moved = out_of_walls(self.geometry, xy, self.margin)
+        if moved is xy:
+            return plans
+        out = plans.clone()
+        out[..., self.dims] = self.normalizer.encode(moved, self.dims).to(plans.dtype)
+        return out
+
+
 def earliest_feasible(arrival: np.ndarray, violations: np.ndarray) -> int:
     """The index of the earliest-arriving plan with no violation; without one, the plan with the
     fewest violations (the earliest among them)."""
@@ -172,5 +229,6 @@ def earliest_feasible(arrival: np.ndarray, violations: np.ndarray) -> int:
     return int(np.lexsort((arrival, violations))[0])
 
 
-__all__ = ["ArrivalWindowLoss", "arrival_channels", "arrival_constraints", "arrival_grid", "earliest_feasible",
-           "held_dims", "hold_after", "plan_violations", "rest_row", "timeline", "wall_hits"]
+__all__ = ["ArrivalWindowLoss", "WallProjection", "arrival_channels", "arrival_constraints", "arrival_grid",
+           "earliest_feasible", "free_boxes", "held_dims", "hold_after", "out_of_walls", "plan_violations", "rest_row",
+           "timeline", "wall_hits"]

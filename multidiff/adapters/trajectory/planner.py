@@ -28,7 +28,7 @@ from torch import nn
 
 from ...core.guidance import Inpaint
 from ...core.samplers import DEFAULT_METHOD, SAMPLERS, default_sigmas
-from .arrival import arrival_constraints, arrival_grid, earliest_feasible, plan_violations
+from .arrival import WallProjection, arrival_constraints, arrival_grid, earliest_feasible, plan_violations
 from .denoiser import CallCounter, ConditionedDenoiser, TrajectoryDenoiser, constraints, sample_plans, value_guided
 from .env import is_maze, make_env, maze_geometry, split_observation
 from .networks import INVERSE_FILE, BCNet, ValueModel, load_mlp, load_value_model
@@ -70,6 +70,9 @@ class PlannerSettings:
     max_step_change: tuple[float, ...] = ()  # the data's largest per-step change of each state feature
     warm_start: int = 0  # replanning: run only the last so many grid steps from the previous plan; 0: from noise
     arrival_radius: float = 0.1  # an arrival planner stops replanning once its plan has arrived and it is this near
+    # in a maze: every denoised plan's positions that lie in a wall are moved this far inside the nearest free
+    # cell, at every noise level (arrival.WallProjection; no extra network call); 0: off
+    wall_margin: float = 0.0
 
     def __post_init__(self):
         for name in ("goal_dims", "rest_dims", "position_dims", "velocity_dims", "action_low", "action_high",
@@ -87,6 +90,8 @@ class PlannerSettings:
                              f"({self.sample_steps}), got {self.arrival_min}, {self.warm_start}")
         if self.max_step_change and len(self.max_step_change) != self.obs_dim:
             raise ValueError(f"max_step_change needs {self.obs_dim} entries, got {len(self.max_step_change)}")
+        if self.wall_margin < 0:
+            raise ValueError(f"wall_margin must be >= 0 (0: off), got {self.wall_margin}")
         if self.replan_every < 0 or self.guidance_scale < 0 or self.guidance_sigma_max < 0:
             raise ValueError(f"need replan_every, guidance_scale and guidance_sigma_max >= 0, got {self.replan_every}, "
                              f"{self.guidance_scale}, {self.guidance_sigma_max}")
@@ -202,9 +207,12 @@ class Planner:
         if sigmas is None:
             sigmas = self.grid()
         with torch.no_grad():
-            x = sample_plans(counter, known, mask, sigmas, method=s.sampler, generator=self.generator,
+            network = self._projected(counter)
+            x = sample_plans(network, known, mask, sigmas, method=s.sampler, generator=self.generator,
                              value=self.value, guidance_scale=s.guidance_scale, callback=callback,
                              start=start, guidance_sigma_max=s.guidance_sigma_max)  # (N, H, D)
+            if isinstance(network, WallProjection):  # the sampler's last step mixes earlier outputs: project it too
+                x = network.project(x)
             values = None
             if self.value is not None:
                 values = self.value(x, torch.full((len(x),), float(self.model.schedule.sigma_min), device=self.device))
@@ -252,6 +260,13 @@ class Planner:
         timeline[:, 0] = 0
         return ConditionedDenoiser(self.model, cond, timeline)
 
+    def _projected(self, denoiser):
+        """``denoiser`` with its plans kept out of the maze's walls when ``wall_margin > 0`` (in a maze)."""
+        s = self.settings
+        if s.wall_margin <= 0 or self.geometry is None:
+            return denoiser
+        return WallProjection(denoiser, self.normalizer, self.geometry, s.position_dims or (0, 1), s.wall_margin)
+
     def calibration_denoiser(self, mask: torch.Tensor):
         """The denoiser :meth:`sample` draws plans with, as a function ``(x, sigma, cond)`` of each
         draw's known values ``cond (n, H, D)`` (the ``known`` of :meth:`constraints`; ``mask (H,
@@ -260,8 +275,8 @@ class Planner:
         inpainted."""
 
         def denoiser(x, sigma, cond):
-            base = value_guided(self._network(cond, mask.to(cond)), self.value, self.settings.guidance_scale,
-                                self.settings.guidance_sigma_max)
+            network = self._projected(self._network(cond, mask.to(cond)))
+            base = value_guided(network, self.value, self.settings.guidance_scale, self.settings.guidance_sigma_max)
             return Inpaint(base, mask.to(x), cond)(x, sigma)
 
         return denoiser

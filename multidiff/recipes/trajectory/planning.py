@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,11 @@ def _reference(env, settings: PlannerSettings):
 
 
 def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampler: str | None = None,
-         steps: int | None = None, progress: bool = False) -> PlanReport:
+         steps: int | None = None, progress: bool = False, options: dict | None = None) -> PlanReport:
     """Run the run's planner for ``episodes`` episodes in its env and the baselines on the same
-    episode starts (drawn from ``seed``); see the module docstring for the figures."""
+    episode starts (drawn from ``seed``); see the module docstring for the figures. ``options``
+    override the run's :class:`PlannerSettings` (``{"wall_margin": "0.1"}``: strings, as ``--set
+    key=value`` gives them, are parsed by the field's type)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if sampler is not None and sampler not in SAMPLERS:
@@ -52,7 +55,8 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
         raise ValueError(f"steps must be >= 1, got {steps}")
     config = read_config(run_dir)
     with threads_of(config):
-        planner = Planner.from_run(run_dir, device=sampling_device(config), sampler=sampler, steps=steps, seed=seed)
+        planner = Planner.from_run(run_dir, device=sampling_device(config), sampler=sampler, steps=steps, seed=seed,
+                                   **planner_options(options or {}))
         settings = planner.settings
         env = planner.make_env()
         try:
@@ -84,7 +88,7 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
         **figures["planner"],
         "plan_seconds": float(np.median(planner.plan_seconds)), "denoiser_calls_per_plan": float(np.mean(calls)),
         "max_denoiser_calls_per_plan": int(np.max(calls)), "arrival_min": settings.arrival_min,
-        "warm_start": settings.warm_start,
+        "warm_start": settings.warm_start, "wall_margin": settings.wall_margin,
         "plans_per_episode": len(calls) / episodes, "threads": torch.get_num_threads(),
     })
     for name in ("reference", "d4rl_reference", "random", "bc"):
@@ -93,6 +97,34 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
     report.paths = {"planner": results["planner"]["paths"], "reference": results.get("reference", {}).get("paths"),
                     "env_id": settings.env_id, "walls": _walls(settings)}
     return report
+
+
+def planner_options(options: dict) -> dict:
+    """``options`` for :meth:`Planner.from_run`, string values parsed by the :class:`PlannerSettings`
+    field's type (a number, true/false, or a comma-separated list for a tuple)."""
+    kinds = {f.name: f.type for f in fields(PlannerSettings)}
+    parsed = {}
+    for name, value in options.items():
+        if name not in kinds:
+            raise ValueError(f"the planner has no setting {name!r}; its settings are: {', '.join(kinds)}")
+        kind = str(kinds[name])
+        if not isinstance(value, str) or kind == "str":
+            parsed[name] = value
+        elif kind == "bool":
+            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(f"{name} expects true or false, got {value!r}")
+            parsed[name] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            convert = int if kind == "int" or kind.startswith("tuple[int") else float
+            try:
+                items = [convert(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"{name} expects {'integers' if convert is int else 'numbers'}, got {value!r}") \
+                    from None
+            parsed[name] = tuple(items) if kind.startswith("tuple") else (items[0] if len(items) == 1 else None)
+            if parsed[name] is None:
+                raise ValueError(f"{name} expects one value, got {value!r}")
+    return parsed
 
 
 def _walls(settings: PlannerSettings) -> list | None:
