@@ -87,7 +87,9 @@ def recipe_of_run(run_dir: str | os.PathLike) -> Recipe:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _parse(name: str, kind: type, text: str):
+def parse_setting(name: str, kind: type, text: str):
+    """``text`` (from ``--set name=text``) as a value of ``kind``: bool (true/false, yes/no, on/off,
+    1/0), int or float; a ValueError that names the setting otherwise."""
     if kind is bool:
         if text.lower() not in _TRUE + _FALSE:
             raise ValueError(f"{name} expects true or false, got {text!r}")
@@ -109,8 +111,8 @@ def make_config(recipe: Recipe, overrides: dict[str, object]):
         if name not in known:
             raise ValueError(f"recipe {recipe.name!r} has no setting {name!r}; its settings are: {', '.join(known)}")
         kind = types[name]
-        values[name] = _parse(name, kind, value) if isinstance(value, str) and kind is not str else value
+        values[name] = parse_setting(name, kind, value) if isinstance(value, str) and kind is not str else value
     return replace(recipe.config_class(), **values)
 
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "make_config", "recipe_of_run", "register"]
+__all__ = ["RECIPES", "Recipe", "get_recipe", "make_config", "parse_setting", "recipe_of_run", "register"]

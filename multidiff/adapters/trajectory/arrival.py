@@ -147,10 +147,17 @@ def plan_violations(states: np.ndarray, arrival: np.ndarray, *, max_change: Sequ
         limit = (steps - back + slack)[:, None] * np.asarray(max_change, np.float64)  # (H, S)
         bad |= (moved > limit[None]).any(axis=2)
     if geometry is not None:
-        xy = states[..., list(position_dims)]
-        for dx, dy in ((0, 0), (margin, margin), (margin, -margin), (-margin, margin), (-margin, -margin)):
-            bad[:, 1:] |= wall_hits(geometry, xy[:, 1:] + np.array([dx, dy]))
+        bad[:, 1:] |= near_walls(geometry, states[:, 1:, list(position_dims)], margin)
     return (bad & upto).sum(axis=1)
+
+
+def near_walls(geometry: MazeGeometry, xy: np.ndarray, margin: float) -> np.ndarray:
+    """``(...)`` bool: whether each ``xy (..., 2)`` or one of the four points ``margin`` away from it
+    diagonally lies in a wall cell or outside the maze."""
+    hit = np.zeros(np.shape(xy)[:-1], bool)
+    for dx, dy in ((0, 0), (margin, margin), (margin, -margin), (-margin, margin), (-margin, -margin)):
+        hit |= wall_hits(geometry, xy + np.array([dx, dy]))
+    return hit
 
 
 def wall_hits(geometry: MazeGeometry, xy: np.ndarray) -> np.ndarray:
@@ -179,11 +186,7 @@ def out_of_walls(geometry: MazeGeometry, xy: torch.Tensor, margin: float = 0.05)
     it, or one of the four points ``margin`` away diagonally is, as :func:`plan_violations` tests) or
     outside the maze moved to the nearest point of a free cell at least ``margin`` inside it; the
     other points are returned unchanged."""
-    points = xy.detach().cpu().double().numpy()
-    hit = np.zeros(points.shape[:-1], bool)
-    for dx, dy in ((0, 0), (margin, margin), (margin, -margin), (-margin, margin), (-margin, -margin)):
-        hit |= wall_hits(geometry, points + np.array([dx, dy]))
-    hit = torch.as_tensor(hit, device=xy.device)
+    hit = torch.as_tensor(near_walls(geometry, xy.detach().cpu().double().numpy(), margin), device=xy.device)
     if not hit.any():
         return xy
     boxes = torch.as_tensor(free_boxes(geometry, margin), dtype=xy.dtype, device=xy.device)  # (F, 4)
@@ -230,5 +233,5 @@ def earliest_feasible(arrival: np.ndarray, violations: np.ndarray) -> int:
 
 
 __all__ = ["ArrivalWindowLoss", "WallProjection", "arrival_channels", "arrival_constraints", "arrival_grid",
-           "earliest_feasible", "free_boxes", "held_dims", "hold_after", "out_of_walls", "plan_violations", "rest_row",
-           "timeline", "wall_hits"]
+           "earliest_feasible", "free_boxes", "held_dims", "hold_after", "near_walls", "out_of_walls",
+           "plan_violations", "rest_row", "timeline", "wall_hits"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import fields
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from ...core.samplers import SAMPLERS
 from ...metrics.trajectory import episode_starts, policy_scores, run_episodes
 from ...train.progress import progress_bar, sampling_progress
 from ..common import sampling_device, threads_of
+from ..registry import parse_setting
 from .model import PLOTTED_EPISODES, TrajectoryConfig, read_config
 
 
@@ -102,28 +103,19 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
 def planner_options(options: dict) -> dict:
     """``options`` for :meth:`Planner.from_run`, string values parsed by the :class:`PlannerSettings`
     field's type (a number, true/false, or a comma-separated list for a tuple)."""
-    kinds = {f.name: f.type for f in fields(PlannerSettings)}
+    kinds = typing.get_type_hints(PlannerSettings)
     parsed = {}
     for name, value in options.items():
         if name not in kinds:
             raise ValueError(f"the planner has no setting {name!r}; its settings are: {', '.join(kinds)}")
-        kind = str(kinds[name])
-        if not isinstance(value, str) or kind == "str":
+        kind = kinds[name]
+        if not isinstance(value, str) or kind is str:
             parsed[name] = value
-        elif kind == "bool":
-            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise ValueError(f"{name} expects true or false, got {value!r}")
-            parsed[name] = value.lower() in ("1", "true", "yes", "on")
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            parsed[name] = tuple(parse_setting(name, item, part.strip()) for part in value.split(",") if part.strip())
         else:
-            convert = int if kind == "int" or kind.startswith("tuple[int") else float
-            try:
-                items = [convert(part) for part in value.split(",") if part.strip()]
-            except ValueError:
-                raise ValueError(f"{name} expects {'integers' if convert is int else 'numbers'}, got {value!r}") \
-                    from None
-            parsed[name] = tuple(items) if kind.startswith("tuple") else (items[0] if len(items) == 1 else None)
-            if parsed[name] is None:
-                raise ValueError(f"{name} expects one value, got {value!r}")
+            parsed[name] = parse_setting(name, kind, value)
     return parsed
 
 
