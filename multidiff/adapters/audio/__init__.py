@@ -57,10 +57,8 @@ from .spectrogram import (MEL_INVERSES, SCALES, SpectrogramConfig, decode, encod
                           stft_magnitude, to_power)
 
 __all__ = ["AudioFileError", "INPAINT_TASKS", "MEL_INVERSES", "SCALES", "SpectrogramConfig", "cents", "context_signal",
-           "decode",
-           "encode", "estimate_f0", "fit_clip", "frame_mask", "gap_mask", "griffin_lim", "hidden_lsd", "hidden_rms",
-           "inpaint_frames", "interpolate_frames", "load_wav", "log_spectral_distance", "mel_filterbank", "mel_power",
-           "mel_to_linear",
-           "midi_to_hz", "power_spectrogram", "random_masks", "read_wav", "resample", "resample_clips",
-           "save_spectrograms", "save_wav", "silence_fill", "spectral_convergence", "stft_magnitude", "task_mask",
-           "to_mono", "to_power", "trim_silence"]
+           "decode", "encode", "estimate_f0", "fit_clip", "frame_mask", "gap_mask", "griffin_lim", "hidden_lsd",
+           "hidden_rms", "inpaint_frames", "interpolate_frames", "load_wav", "log_spectral_distance", "mel_filterbank",
+           "mel_power", "mel_to_linear", "midi_to_hz", "power_spectrogram", "random_masks", "read_wav", "resample",
+           "resample_clips", "save_spectrograms", "save_wav", "silence_fill", "spectral_convergence", "stft_magnitude",
+           "task_mask", "to_mono", "to_power", "trim_silence"]

@@ -59,8 +59,8 @@ from ..registry import register
 from .evaluation import _evaluate, evaluate, evaluate_inpainting
 from .model import (BACKBONES, CLASSIFIER_DATASETS, CONFIGS, DESCRIPTIONS, SPEC_FIELDS, AudioConfig, NotesConfig,
                     NotesGPUConfig, SpokenDigits8kConfig, SpokenDigits16kConfig, SpokenDigitsConfig,
-                    SpokenDigitsGPUConfig, build_model,
-                    conditioning, guided_denoiser, load_data, masked_loss, objective)
+                    SpokenDigitsGPUConfig, build_model, conditioning, guided_denoiser, load_data, masked_loss,
+                    objective)
 from .sampling import (_progress_grid, calibration_problem, config_of, draw, inpaint_test, load_run, read_config,
                        sample, titles, write_samples)
 
@@ -124,6 +124,6 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
 
 __all__ = ["AudioConfig", "BACKBONES", "CLASSIFIER_DATASETS", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig",
            "SPEC_FIELDS", "SpokenDigits8kConfig", "SpokenDigits16kConfig", "SpokenDigitsConfig",
-           "SpokenDigitsGPUConfig", "build_model",
-           "conditioning", "config_of", "draw", "evaluate", "evaluate_inpainting", "guided_denoiser", "inpaint_test",
-           "load_run", "masked_loss", "objective", "read_config", "sample", "titles", "train", "write_samples"]
+           "SpokenDigitsGPUConfig", "build_model", "conditioning", "config_of", "draw", "evaluate",
+           "evaluate_inpainting", "guided_denoiser", "inpaint_test", "load_run", "masked_loss", "objective",
+           "read_config", "sample", "titles", "train", "write_samples"]

@@ -166,8 +166,7 @@ class NotesGPUConfig(SpokenDigitsGPUConfig):
 
 CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
                                          (SpokenDigitsConfig, SpokenDigits16kConfig, SpokenDigits8kConfig, NotesConfig,
-                                          SpokenDigitsGPUConfig,
-                                          NotesGPUConfig)}
+                                          SpokenDigitsGPUConfig, NotesGPUConfig)}
 # what a run folder saved before a field existed means (older runs: mel spectrograms inverted by plain least
 # squares, no mask channels, inpainting from pure noise)
 LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0,
