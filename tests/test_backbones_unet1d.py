@@ -85,3 +85,25 @@ def test_a_conditioning_signal_is_read_beside_the_input():
         small()(torch.randn(2, 6, 16), c, {"image": torch.randn(2, 6, 16)})
     with pytest.raises(ValueError, match="io_kernel_size"):
         UNet1DConfig(io_kernel_size=2)
+
+
+@pytest.mark.parametrize("where, blocks", [("mid", 0), ("up", 6), ("all", 10)])
+def test_cross_attention_after_the_blocks_reads_the_context_there(where, blocks):
+    """``cross_attention`` "up" / "all" adds one cross-attention after each residual block of the way up
+    (/ of both ways); an untrained model still returns 0, and with the middle's cross-attention silenced the
+    context still reaches the output through those blocks (and only through them)."""
+    model = small(num_classes=0, context_dim=5, cross_attention=where, num_res_blocks=2)
+    assert len(model.block_cross or []) == blocks
+    x, c = torch.randn(2, 6, 16), torch.randn(2)
+    context = {"context": torch.randn(2, 3, 5), "context_mask": torch.ones(2, 3, dtype=torch.bool)}
+    assert not model(x, c, context).any()
+    _randomise(model)
+    with torch.no_grad():
+        model.mid_cross.attn.proj.weight.zero_()
+        model.mid_cross.attn.proj.bias.zero_()
+    other = {"context": context["context"] + 1, "context_mask": context["context_mask"]}
+    assert torch.allclose(model(x, c, context), model(x, c, other)) == (where == "mid")
+    if where == "mid":  # the default: the same modules (and state-dict keys) as before the option existed
+        assert not any(key.startswith("block_cross") for key in model.state_dict())
+    with pytest.raises(ValueError, match="cross_attention"):
+        UNet1DConfig(context_dim=5, cross_attention="everywhere")

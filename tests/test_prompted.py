@@ -273,3 +273,17 @@ def test_notes_text_trains_without_the_held_out_pairs_and_evaluates_them(tmp_pat
     assert arrays["samples"].shape[0] == 3 and arrays["spectrograms"].shape[:2] == (3, 1)
     assert sorted(p.name for p in (tmp_path / "g").iterdir())[0] == "0000-MIDI_67_on_the_fiddle.wav"
     assert len(paths) == 3
+
+
+def test_notes_text_attends_to_the_prompt_where_its_config_says():
+    from multidiff.recipes import get_recipe, make_config
+    from multidiff.recipes.prompted.audio import build_model
+
+    recipe = get_recipe("notes_text")
+    for where, pooled in (("mid", True), ("up", False)):
+        config = make_config(recipe, {"preset": "tiny", "cross_attention": where, "pooled_context": pooled})
+        backbone = build_model(config).backbone
+        assert backbone.config.cross_attention == where and (backbone.pool is not None) == pooled
+        assert (backbone.block_cross is not None) == (where != "mid")
+    with pytest.raises(ValueError, match="cross_attention must be one of mid, up, all, got 'sideways'"):
+        make_config(recipe, {"cross_attention": "sideways"})

@@ -19,7 +19,11 @@ once and is equivariant in time.
   with a conditioning image; the audio recipes give it the known frames and
   their mask, so one model both generates and inpaints;
 * optional cross-attention to a token sequence ``cond["context"]`` (``context_dim
-  > 0``; text states, with ``cond["context_mask"]``) after the middle blocks,
+  > 0``; text states, with ``cond["context_mask"]``) after the middle blocks
+  (``cross_attention="mid"``), also after every residual block of the way up
+  (``"up"``) or of both ways (``"all"``, as Stable Diffusion's U-Net attends at
+  each resolution), so a token such as a pitch name adds its own features at
+  full time resolution,
   and optionally its pooled mean added to the noise embedding
   (``pooled_context``, as Imagen does), so a prompt steers the whole clip;
 * the last conv of every residual branch and the output conv start at zero,
@@ -61,6 +65,7 @@ class UNet1DConfig:
     cond_channels: int = 0  # channels of cond["image"] (folded), concatenated to the input
     context_dim: int = 0  # 0: no cross-attention; else the width Dc of cond["context"]
     pooled_context: bool = False  # also add the mean of the context's tokens to the noise embedding (Imagen)
+    cross_attention: str = "mid"  # where the context is attended: "mid", "up" (+ every up block), "all" (+ every block)
     embedding: str = "fourier"
     fourier_scale: float = 1.0
     norm_groups: int = 8
@@ -88,6 +93,14 @@ class UNet1DConfig:
         if self.length % factor:
             raise ValueError(f"length {self.length} is not divisible by 2**(len(channel_mults) - 1) = {factor}; use "
                              f"fewer levels or pad the sequence")
+        if self.cross_attention not in CROSS_ATTENTION:
+            raise ValueError(f"UNet1DConfig.cross_attention must be one of {CROSS_ATTENTION}, got "
+                             f"{self.cross_attention!r}")
+        if self.cross_attention != "mid" and self.context_dim:
+            for mult in mults:
+                if (self.base_channels * mult) % self.num_heads:
+                    raise ValueError(f"cross-attention over {self.base_channels * mult} channels cannot be split "
+                                     f"into num_heads={self.num_heads} heads")
         if self.pooled_context and not self.context_dim:
             raise ValueError("UNet1DConfig.pooled_context needs a context (context_dim > 0)")
         if (self.mid_attention or self.context_dim) and (self.base_channels * mults[-1]) % self.num_heads:
@@ -102,6 +115,8 @@ class UNet1DConfig:
     def preset(cls, name: str, **overrides) -> "UNet1DConfig":
         return from_preset(cls, UNET1D_PRESETS, name, overrides)
 
+
+CROSS_ATTENTION = ("mid", "up", "all")  # UNet1DConfig.cross_attention: where the context is attended
 
 UNET1D_PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
@@ -152,7 +167,8 @@ class MidAttention(nn.Module):
 
 class MidCrossAttention(nn.Module):
     """Pre-norm residual cross-attention of the time steps to a context sequence (a learned null
-    token always present, so an empty context is well defined)."""
+    token always present, so an empty context is well defined); in the middle, and with
+    ``cross_attention="up"`` / ``"all"`` after residual blocks too."""
 
     def __init__(self, channels: int, config: UNet1DConfig):
         super().__init__()
@@ -208,6 +224,13 @@ class UNet1D(nn.Module):
                 self.upsample.append(nn.Conv1d(channels, channels, 3, padding=1))
         self.out_norm = group_norm(channels, config.norm_groups)
         self.conv_out = zero_init(nn.Conv1d(channels, config.output_channels, io, padding=io // 2))
+        self.block_cross = None  # cross-attention after each residual block, in the order forward runs them
+        if config.context_dim and config.cross_attention != "mid":
+            widths = [base * mult for mult in mults for _ in range(config.num_res_blocks)] * (
+                config.cross_attention == "all")
+            widths += [base * mults[level] for level in reversed(range(len(mults)))
+                       for _ in range(config.num_res_blocks + 1)]
+            self.block_cross = nn.ModuleList(MidCrossAttention(width, config) for width in widths)
 
     @property
     def null_class(self) -> int:
@@ -254,9 +277,16 @@ class UNet1D(nn.Module):
         emb = F.mish(emb)
         h = self.conv_in(x if signal is None else torch.cat([x, signal], dim=1))  # (B, base, T)
         skips = [h]
+        cross = iter(self.block_cross) if self.block_cross is not None else None
+
+        def attend(h: torch.Tensor, down: bool = False) -> torch.Tensor:
+            if cross is None or (down and self.config.cross_attention != "all"):
+                return h
+            return next(cross)(h, parts.context, parts.context_mask)
+
         for level, blocks in enumerate(self.down):
             for block in blocks:
-                h = block(h, emb)
+                h = attend(block(h, emb), down=True)
                 skips.append(h)
             if level < len(self.downsample):
                 h = self.downsample[level](h)
@@ -269,7 +299,7 @@ class UNet1D(nn.Module):
         h = self.mid2(h, emb)
         for index, blocks in enumerate(self.up):
             for block in blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = attend(block(torch.cat([h, skips.pop()], dim=1), emb))
             if index < len(self.upsample):
                 h = self.upsample[index](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.conv_out(F.mish(self.out_norm(h)))  # (B, out_channels, T)
@@ -278,4 +308,4 @@ class UNet1D(nn.Module):
         return out
 
 
-__all__ = ["UNET1D_PRESETS", "UNet1D", "UNet1DConfig"]
+__all__ = ["CROSS_ATTENTION", "UNET1D_PRESETS", "UNet1D", "UNet1DConfig"]

@@ -19,6 +19,7 @@ import torch
 
 from ...adapters.audio import decode, encode, save_spectrograms
 from ...backbones import UNet1D, UNet1DConfig
+from ...backbones.unet1d import CROSS_ATTENTION
 from ...backbones.text_encoder import MINILM_DIM
 from ...core.precond import Precond
 from ...data.audio import NOTE_INSTRUMENTS, AudioDataset, fitted_clips, label_instrument, label_pitch
@@ -32,16 +33,21 @@ from .conditioning import PromptRecipe, draw_prompted, evaluate_run, evaluation_
 @dataclass(frozen=True)
 class NotesTextConfig(NotesConfig):
     """The ``notes`` recipe (16 kHz, 64 mels x 32 frames, temporal U-Net "medium") with prompts in place of
-    labels, trained on five pairs in six; 2,500 steps, not the notes recipe's 3,000, to train, sample and
-    evaluate within 25 minutes on 2 cores."""
+    labels, trained on five pairs in six. The U-Net attends to the prompt's tokens in its middle and after
+    every block of the way up, and takes no pooled prompt in its noise embedding: a pitch word and an
+    instrument word then add their own features at every resolution, which is what lets held-out pairs
+    combine (measured in docs/multimodal.md). 2,200 steps, not the notes recipe's 3,000, to train, sample
+    and evaluate within 25 minutes on 2 cores."""
 
     recipe: ClassVar[str] = "notes_text"
-    steps: int = 2500
+    steps: int = 2200
     guidance: float = 3.0
     label_dropout: float = 0.1  # the share of training clips given the empty prompt
     prompts_per_class: int = 32  # training prompts of each pitch x instrument pair
     hold_out_combinations: bool = True  # keep one pitch x instrument pair in six out of training (for the evaluation)
     num_eval: int = 120  # samples per prompt set in eval.json
+    cross_attention: str = "up"  # where the U-Net attends to the prompt: "mid", "up" (+ each up block) or "all"
+    pooled_context: bool = False  # also add the mean of the prompt's token states to the noise embedding (FiLM)
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,6 +56,8 @@ class NotesTextConfig(NotesConfig):
                              "mask_aware=false")
         if self.backbone != "unet1d":
             raise ValueError("notes_text cross-attends from the temporal U-Net; keep backbone=unet1d")
+        if self.cross_attention not in CROSS_ATTENTION:
+            raise ValueError(f"cross_attention must be one of {', '.join(CROSS_ATTENTION)}, got {self.cross_attention!r}")
         if self.prompts_per_class < 1:
             raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
 
@@ -70,7 +78,8 @@ def build_model(config: NotesTextConfig) -> Precond:
     schedule = make_schedule(config.schedule, config.sigma_data)
     spec = config.spectrogram
     options = dict(in_channels=spec.bins, length=spec.frames, io_kernel_size=config.io_kernel,
-                   context_dim=MINILM_DIM, pooled_context=True, embedding=noise_embedding(schedule))
+                   context_dim=MINILM_DIM, pooled_context=config.pooled_context, embedding=noise_embedding(schedule),
+                   cross_attention=config.cross_attention)
     if config.width:
         options["base_channels"] = config.width
     backbone_config = UNet1DConfig.preset(config.preset, **options)
