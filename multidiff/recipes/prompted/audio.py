@@ -57,7 +57,8 @@ class NotesTextConfig(NotesConfig):
         if self.backbone != "unet1d":
             raise ValueError("notes_text cross-attends from the temporal U-Net; keep backbone=unet1d")
         if self.cross_attention not in CROSS_ATTENTION:
-            raise ValueError(f"cross_attention must be one of {', '.join(CROSS_ATTENTION)}, got {self.cross_attention!r}")
+            raise ValueError(f"cross_attention must be one of {', '.join(CROSS_ATTENTION)}, got "
+                             f"{self.cross_attention!r}")
         if self.prompts_per_class < 1:
             raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
 
