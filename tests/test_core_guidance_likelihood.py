@@ -5,7 +5,7 @@ import torch
 
 from multidiff.core import guidance as G
 from multidiff.core.gmm import GaussianMixture
-from multidiff.core.likelihood import bits_per_dim, ode_log_likelihood, vlb_bits_per_dim, vlb_terms
+from multidiff.core.likelihood import bits_per_dim, denoising_errors, ode_log_likelihood, vlb_bits_per_dim, vlb_terms
 from multidiff.core.samplers import sample
 from multidiff.core.schedules import EDM, VPLinear
 
@@ -164,3 +164,31 @@ def test_discretised_decoder_gives_probabilities():
     x0 = (torch.randint(0, 256, (32, 4)).double() / 127.5 - 1)
     terms = vlb_terms(g, x0, VPLinear(), bits=8, num_timesteps=20, generator=torch.Generator().manual_seed(0))
     assert (terms["decoder"] >= 0).all() and torch.isfinite(terms["total"]).all()
+
+
+def _gaussian_class_denoiser(means: torch.Tensor, spread: float):
+    """The exact denoiser of data N(means[k], spread^2 I) given the class k in cond."""
+    def denoiser(x, sigma, k):
+        s2, v = spread**2, sigma.reshape(-1, *[1] * (x.ndim - 1)) ** 2
+        return means[k] + (x - means[k]) * s2 / (s2 + v)
+    return denoiser
+
+
+def test_denoising_errors_name_the_class_that_made_the_example():
+    generator = torch.Generator().manual_seed(0)
+    means = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    denoiser = _gaussian_class_denoiser(means, 0.2)
+    truth = torch.arange(3).repeat(20)
+    x0 = means[truth] + 0.2 * torch.randn(60, 4, generator=generator)
+    errors = denoising_errors(denoiser, x0, [0, 1, 2], (0.3, 0.6, 1.0), draws=2, generator=generator)
+    assert errors.shape == (60, 3) and (errors >= 0).all()
+    assert (errors.argmin(1) == truth).double().mean() > 0.9
+    # the same noise for every condition: two copies of one condition score exactly alike
+    twice = denoising_errors(denoiser, x0, [1, 1], (0.5,), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(twice[:, 0], twice[:, 1])
+    # weighted to the last two entries only, classes 0 and 1 (which differ only in the first two) cannot be told apart
+    weight = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    blind = denoising_errors(denoiser, x0, [0, 1], (0.5,), weight=weight, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(blind[:, 0], blind[:, 1])
+    with pytest.raises(ValueError, match="positive weight"):
+        denoising_errors(denoiser, x0, [0], (0.5,), weight=torch.zeros(4))

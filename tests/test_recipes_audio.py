@@ -174,6 +174,26 @@ def test_the_mask_aware_fill_reads_the_frames_around_the_gap(tone_run):
         R.inpaint_test(tone_run, num=2, mask=torch.ones(1, 1, 1, 5))
 
 
+def test_a_fill_can_be_guided_to_the_class_its_known_frames_sound_like(tone_run):
+    """``infer_label``: the run's own diffusion classifier names each clip's class from its known frames
+    (``infer_labels``, the same answer when asked directly), and the fill is guided toward it."""
+    from multidiff.train import from_pretrained
+
+    filled = R.inpaint_test(tone_run, num=2, region="gap", seed=2, infer_label=True)
+    inferred = filled["inferred_labels"]
+    assert inferred.shape == (2,) and set(inferred.tolist()) <= {0, 1}
+    config = R.read_config(tone_run)
+    model = from_pretrained(tone_run).model
+    direct = R.infer_labels(model, config, 2, filled["reference"], filled["mask"],
+                            generator=torch.Generator().manual_seed(2))
+    assert torch.equal(direct, inferred)
+    keep = torch.broadcast_to(filled["mask"], filled["reference"].shape) > 0
+    assert torch.equal(filled["spectrograms"][keep], filled["reference"][keep])
+    assert "inferred_labels" not in R.inpaint_test(tone_run, num=2, region="gap", seed=2)
+    with pytest.raises(ValueError, match="not both"):
+        R.inpaint_test(tone_run, num=2, region="gap", label=0, infer_label=True)
+
+
 def test_inpainting_is_judged_beside_its_baselines(tone_run):
     report = R.evaluate_inpainting(tone_run, region="gap", num=2, seed=0)
     methods = report["methods"]

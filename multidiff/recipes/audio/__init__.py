@@ -61,8 +61,8 @@ from .model import (BACKBONES, CLASSIFIER_DATASETS, CONFIGS, DESCRIPTIONS, SPEC_
                     NotesGPUConfig, SpokenDigits8kConfig, SpokenDigits16kConfig, SpokenDigitsConfig,
                     SpokenDigitsGPUConfig, build_model, conditioning, guided_denoiser, load_data, masked_loss,
                     objective)
-from .sampling import (_progress_grid, calibration_problem, config_of, draw, inpaint_test, load_run, read_config,
-                       sample, titles, write_samples)
+from .sampling import (_progress_grid, calibration_problem, config_of, draw, infer_labels, inpaint_test, load_run,
+                       read_config, sample, titles, write_samples)
 
 
 class Audio(Domain):
@@ -125,5 +125,5 @@ def train(config: AudioConfig = SpokenDigitsConfig(), out: str | os.PathLike | N
 __all__ = ["AudioConfig", "BACKBONES", "CLASSIFIER_DATASETS", "CONFIGS", "DOMAIN", "NotesConfig", "NotesGPUConfig",
            "SPEC_FIELDS", "SpokenDigits8kConfig", "SpokenDigits16kConfig", "SpokenDigitsConfig",
            "SpokenDigitsGPUConfig", "build_model", "conditioning", "config_of", "draw", "evaluate",
-           "evaluate_inpainting", "guided_denoiser", "inpaint_test", "load_run", "masked_loss", "objective",
-           "read_config", "sample", "titles", "train", "write_samples"]
+           "evaluate_inpainting", "guided_denoiser", "infer_labels", "inpaint_test", "load_run", "masked_loss",
+           "objective", "read_config", "sample", "titles", "train", "write_samples"]

@@ -14,6 +14,7 @@ import torch
 from ...adapters.audio import (INPAINT_TASKS, SpectrogramConfig, decode, encode, inpaint_frames, interpolate_frames,
                                save_spectrograms, save_wav, task_mask)
 from ...atomic import atomic_write_npz
+from ...core.likelihood import denoising_errors
 from ...core.precond import Precond
 from ...core.samplers import default_sigmas
 from ...core.sigmas import karras_sigmas
@@ -122,17 +123,36 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     return drawn
 
 
+INFER_SIGMAS = (0.1, 0.2, 0.35, 0.6, 1.0, 1.6, 2.5)  # noise levels at which infer_labels compares the classes
+
+
+def infer_labels(model: Precond, config: AudioConfig, num_classes: int, known: torch.Tensor, mask: torch.Tensor, *,
+                 sigmas=INFER_SIGMAS, draws: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The class each clip's known frames sound like to the run itself (a diffusion classifier,
+    :func:`~multidiff.core.likelihood.denoising_errors`): the label whose denoiser reconstructs the
+    noised known frames best, ``known (B, 1, F, T)`` and ``mask (B, 1, 1, T)`` (1 = known). The
+    model is not shown the known frames as context here (it could copy them); returns ``(B,)``."""
+    if not config.conditional or num_classes < 2:
+        raise ValueError("inferring a label needs a class-conditional run")
+    nothing = torch.zeros_like(mask)
+    conds = [conditioning(config, torch.full((known.shape[0],), k, device=known.device), known, nothing)
+             for k in range(num_classes)]
+    errors = denoising_errors(model, known, conds, sigmas, weight=mask, draws=draws, generator=generator)
+    return errors.argmin(dim=1)
+
+
 def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = None, label: int | None = None,
                  guidance: float | None = None, reconstruction_scale: float = 0.0, sampler: str | None = None,
                  steps: int | None = None, seed: int = 0, progress: bool = False, mask: torch.Tensor | None = None,
-                 context: bool = True, start_sigma: float | None = None) -> dict:
+                 context: bool = True, start_sigma: float | None = None, infer_label: bool = False) -> dict:
     """Time inpainting of ``num`` held-out clips drawn at random (from ``seed``): ``region`` ``continue``
     (default: keep the first half of the frames, generate the rest) or ``gap`` (fill the middle
     third), or any known-frame ``mask (1 or num, 1, 1, frames)``. A mask-aware run reads the known
     frames and the mask (``context=False`` hides them from it: the model as an unconditional one,
     held to the known frames by replacement only, a baseline); every run keeps the known frames
     exactly by replacement, and ``reconstruction_scale > 0`` adds reconstruction guidance. Without
-    ``label`` the null class fills; with one, guidance toward it. ``start_sigma`` (default: the
+    ``label`` the null class fills (or, with ``infer_label``, the class the known frames sound like
+    to the run, :func:`infer_labels`, under guidance); with one, guidance toward it. ``start_sigma`` (default: the
     run's ``inpaint_start_sigma``) > 0 starts the sampler from the straight line across the hidden
     frames (:func:`~multidiff.adapters.audio.interpolate_frames`) noised to that sigma, on a Karras
     grid of ``steps`` from it (SDEdit-style); 0 starts from pure noise. Returns the :func:`draw`
@@ -148,9 +168,9 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
         raise ValueError(f"start_sigma must be >= 0 (0: start from pure noise), got {start_sigma}")
     classes = _run_classes(run_dir)
     check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
-    if guidance is not None and label is None:
-        raise ValueError("guidance steers towards a label; give --label too (without one the gap is filled "
-                         "unconditionally)")
+    if guidance is not None and label is None and not infer_label:
+        raise ValueError("guidance steers towards a label; give --label too, or infer one from the known frames "
+                         "(without one the gap is filled unconditionally)")
     data = load_data(config)
     count = len(data.test["audio"])
     if not 1 <= num <= count:
@@ -168,13 +188,22 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     elif mask.ndim != 4 or mask.shape[0] not in (1, num) or tuple(mask.shape[1:]) != (1, 1, spec.frames):
         raise ValueError(f"mask must have shape (1 or {num}, 1, 1, {spec.frames}), got {tuple(mask.shape)}")
     mask = torch.broadcast_to(mask.float(), (num, 1, 1, spec.frames)).clone()
-    labels = None
+    if infer_label and label is not None:
+        raise ValueError("give a label or infer one from the known frames, not both")
+    labels, inferred = None, None
     if config.conditional and len(classes) > 1:
         labels = torch.full((num,), len(classes) if label is None else label)
+        if infer_label:
+            with threads_of(config):
+                inferred = infer_labels(model, config, len(classes), reference.to(device), mask.to(device),
+                                        generator=torch.Generator().manual_seed(seed)).cpu()
+            labels = inferred
+    elif infer_label:
+        raise ValueError(f"{config.recipe} is not class-conditional; there is no label to infer")
     seen = mask if context else torch.zeros_like(mask)
     cond = to_device(conditioning(config, labels, reference, seen), device)
     denoiser = model
-    if label is not None:
+    if label is not None or inferred is not None:
         denoiser = guided_denoiser(model, config, len(classes), config.guidance if guidance is None else guidance,
                                    cond)
     sampler = config.sampler if sampler is None else sampler
@@ -201,7 +230,8 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     return {"samples": waves, "spectrograms": filled, "labels": subset["label"], "sample_rate": spec.sample_rate,
             "masked": torch.where(torch.broadcast_to(mask, reference.shape) > 0, reference, -1.0),
             "reference": reference, "mask": mask, "reference_audio": reference_audio, "network_seconds": network,
-            "decode_seconds": time.perf_counter() - start, "class_names": classes}
+            "decode_seconds": time.perf_counter() - start, "class_names": classes,
+            **({} if inferred is None else {"inferred_labels": inferred})}
 
 
 # ---------------------------------------------------------------- writing samples
