@@ -168,6 +168,10 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
         raise ValueError(f"start_sigma must be >= 0 (0: start from pure noise), got {start_sigma}")
     classes = _run_classes(run_dir)
     check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
+    if infer_label and label is not None:
+        raise ValueError("give a label or infer one from the known frames, not both")
+    if infer_label and not (config.conditional and len(classes) > 1):
+        raise ValueError(f"{config.recipe} is not class-conditional; there is no label to infer")
     if guidance is not None and label is None and not infer_label:
         raise ValueError("guidance steers towards a label; give --label too, or infer one from the known frames "
                          "(without one the gap is filled unconditionally)")
@@ -188,8 +192,6 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     elif mask.ndim != 4 or mask.shape[0] not in (1, num) or tuple(mask.shape[1:]) != (1, 1, spec.frames):
         raise ValueError(f"mask must have shape (1 or {num}, 1, 1, {spec.frames}), got {tuple(mask.shape)}")
     mask = torch.broadcast_to(mask.float(), (num, 1, 1, spec.frames)).clone()
-    if infer_label and label is not None:
-        raise ValueError("give a label or infer one from the known frames, not both")
     labels, inferred = None, None
     if config.conditional and len(classes) > 1:
         labels = torch.full((num,), len(classes) if label is None else label)
@@ -198,8 +200,6 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
                 inferred = infer_labels(model, config, len(classes), reference.to(device), mask.to(device),
                                         generator=torch.Generator().manual_seed(seed)).cpu()
             labels = inferred
-    elif infer_label:
-        raise ValueError(f"{config.recipe} is not class-conditional; there is no label to infer")
     seen = mask if context else torch.zeros_like(mask)
     cond = to_device(conditioning(config, labels, reference, seen), device)
     denoiser = model
