@@ -226,10 +226,10 @@ class UNet1D(nn.Module):
         self.conv_out = zero_init(nn.Conv1d(channels, config.output_channels, io, padding=io // 2))
         self.block_cross = None  # cross-attention after each residual block, in the order forward runs them
         if config.context_dim and config.cross_attention != "mid":
-            widths = [base * mult for mult in mults for _ in range(config.num_res_blocks)] * (
-                config.cross_attention == "all")
-            widths += [base * mults[level] for level in reversed(range(len(mults)))
-                       for _ in range(config.num_res_blocks + 1)]
+            widths = [base * mults[level] for level in reversed(range(len(mults)))
+                      for _ in range(config.num_res_blocks + 1)]  # the way up
+            if config.cross_attention == "all":  # the way down runs first
+                widths = [base * mult for mult in mults for _ in range(config.num_res_blocks)] + widths
             self.block_cross = nn.ModuleList(MidCrossAttention(width, config) for width in widths)
 
     @property
