@@ -61,6 +61,35 @@ def test_held_out_pairs_leave_every_pitch_and_instrument_in_training():
     assert min(per_pitch[p] for p in range(25)) >= 4 and min(per_instrument.values()) >= 20
 
 
+def test_partial_notes_prompts_name_the_pitch_or_the_instrument_never_both():
+    from multidiff.data.audio import NOTE_INSTRUMENTS
+
+    instruments = set(NOTE_INSTRUMENTS)
+    label = 12 * 6 + 3  # MIDI 60 on the trumpet
+    prompts = NOTES.partial_prompts(label, 40, seed=1)
+    kinds = []
+    for prompt in prompts:
+        named = set(NOTES.names(prompt))
+        assert len(named) == 1, (prompt, named)  # one part, and named (the warning stays quiet)
+        kinds.append("instrument" if named <= instruments else "pitch")
+    assert Counter(kinds)["pitch"] >= 15 and Counter(kinds)["instrument"] >= 15
+    assert all("trumpet" in p.lower() for p, kind in zip(prompts, kinds) if kind == "instrument")
+    assert NOTES.partial_prompts(label, 8, seed=1) == prompts[:8]  # seeded
+    with pytest.raises(ValueError, match="the fashion grammar has no partial templates"):
+        FASHION.partial_prompts(0, 1)
+    assert FASHION.partial_prompts(0, 0) == []
+
+
+@pytest.mark.parametrize("midi", [48, 61, 70])
+def test_every_way_of_naming_a_pitch_is_recognised(midi):
+    import random
+
+    for seed in range(60):
+        words = pitch_words(midi, random.Random(seed))
+        named = NOTES.names(f"a note at {words}")
+        assert len(named) == 1 and named[0] in words, words
+
+
 @pytest.mark.parametrize("prompt", ["a car", "the weather tomorrow", "42"])
 def test_prompts_about_other_things_name_nothing(prompt):
     assert FASHION.names(prompt) == [] and NOTES.names(prompt) == []

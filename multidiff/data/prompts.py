@@ -65,6 +65,7 @@ class PromptGrammar:
     vocabulary: dict
     example_template: str
     pattern: str = ""
+    partial: tuple[str, ...] = ()  # training phrasings that name only part of a label (notes: pitch or instrument)
 
     def template_set(self, split: str) -> tuple[str, ...]:
         if split not in SPLITS:
@@ -81,6 +82,16 @@ class PromptGrammar:
         seeded order (different seeds, different words)."""
         rng = random.Random(f"{self.name}:{label}:{split}:{seed}")
         templates = list(self.template_set(split))
+        rng.shuffle(templates)
+        return [self.prompt(label, templates[i % len(templates)], rng) for i in range(count)]
+
+    def partial_prompts(self, label: int, count: int, *, seed: int = 0) -> list[str]:
+        """``count`` prompts for ``label`` that name only part of it (:attr:`partial`, cycled in a seeded
+        order); empty for a grammar without partial templates."""
+        if count and not self.partial:
+            raise ValueError(f"the {self.name} grammar has no partial templates; ask for 0 partial prompts")
+        rng = random.Random(f"{self.name}:{label}:partial:{seed}")
+        templates = list(self.partial)
         rng.shuffle(templates)
         return [self.prompt(label, templates[i % len(templates)], rng) for i in range(count)]
 
@@ -171,7 +182,8 @@ INSTRUMENT_NAMES = {  # per NOTE_INSTRUMENTS entry: names, then its family
 if tuple(INSTRUMENT_NAMES) != tuple(NOTE_INSTRUMENTS):
     raise RuntimeError("INSTRUMENT_NAMES must follow NOTE_INSTRUMENTS' order")
 PITCH_PATTERN = (r"\b[A-G](?:#|b|\s(?:sharp|flat))?\s?[2-6]\b|\bmidi(?:\s(?:note|pitch|number))?\s\d{2}\b"
-                 r"|\bmiddle C\b")
+                 r"|\bmiddle C\b|\b[A-G](?:#|b|\s(?:sharp|flat))?\sin\s(?:the\s(?:second|third|fourth|fifth)\soctave"
+                 r"|octave\s[2-6])\b")
 
 
 def pitch_words(midi: int, rng: random.Random) -> str:
@@ -225,6 +237,10 @@ NOTES = PromptGrammar(
     vocabulary=_notes_vocabulary(),
     example_template="{a_instrument} playing {pitch}",
     pattern=PITCH_PATTERN,
+    partial=(  # pitch only, instrument only (in turn after the shuffle's luck): each part's words alone
+        "a note at {pitch}", "{a_instrument}", "{pitch}", "{a_instrument} playing a note", "play {pitch}",
+        "a note on the {instrument}", "a tone: {pitch}", "the sound of {a_instrument}",
+    ),
 )
 
 

@@ -44,6 +44,7 @@ class NotesTextConfig(NotesConfig):
     guidance: float = 3.0
     label_dropout: float = 0.1  # the share of training clips given the empty prompt
     prompts_per_class: int = 32  # training prompts of each pitch x instrument pair
+    partial_prompts: int = 0  # and prompts of it that name only its pitch or only its instrument
     hold_out_combinations: bool = True  # keep one pitch x instrument pair in six out of training (for the evaluation)
     num_eval: int = 120  # samples per prompt set in eval.json
     cross_attention: str = "up"  # where the U-Net attends to the prompt: "mid", "up" (+ each up block) or "all"
@@ -61,6 +62,8 @@ class NotesTextConfig(NotesConfig):
                              f"{self.cross_attention!r}")
         if self.prompts_per_class < 1:
             raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
+        if self.partial_prompts < 0:
+            raise ValueError(f"partial_prompts must be >= 0, got {self.partial_prompts}")
 
 
 CONFIGS = {NotesTextConfig.recipe: NotesTextConfig}

@@ -226,8 +226,9 @@ class PromptRecipe:
 
     def prompt_table(self, config, data) -> dict[int, list[str]]:
         grammar = grammar_for(config.dataset)
+        partial = getattr(config, "partial_prompts", 0)
         return {k: grammar.prompts(k, config.prompts_per_class, split="train", seed=config.seed)
-                for k in self.trained_labels(config, data)}
+                + grammar.partial_prompts(k, partial, seed=config.seed) for k in self.trained_labels(config, data)}
 
     def prompt_objective(self, config, data):
         from functools import partial
