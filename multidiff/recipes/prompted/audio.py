@@ -44,7 +44,7 @@ class NotesTextConfig(NotesConfig):
     guidance: float = 3.0
     label_dropout: float = 0.1  # the share of training clips given the empty prompt
     prompts_per_class: int = 32  # training prompts of each pitch x instrument pair
-    partial_prompts: int = 0  # and prompts naming only its pitch or its instrument (8 measured worse: docs/multimodal.md)
+    partial_prompts: int = 0  # + prompts naming only its pitch or its instrument (8: worse, docs/multimodal.md)
     hold_out_combinations: bool = True  # keep one pitch x instrument pair in six out of training (for the evaluation)
     num_eval: int = 120  # samples per prompt set in eval.json
     cross_attention: str = "up"  # where the U-Net attends to the prompt: "mid", "up" (+ each up block) or "all"
