@@ -113,11 +113,14 @@ def _scrambled(model):
     return model
 
 
-@pytest.mark.parametrize("kind", ["unet1d", "unet2d"])
+@pytest.mark.parametrize("kind", ["unet1d", "unet1d_projected", "unet2d"])
 def test_cross_attention_reads_the_context_and_ignores_padding(kind):
-    if kind == "unet1d":
+    if kind.startswith("unet1d"):
+        projected = dict(context_proj=4, cross_attention="all") if kind == "unet1d_projected" else {}
         model = _scrambled(UNet1D(UNet1DConfig(in_channels=4, length=8, base_channels=16, channel_mults=(1, 2),
-                                               context_dim=6, pooled_context=True)))
+                                               context_dim=6, pooled_context=True, **projected)))
+        if projected:  # every attention reads the one projection
+            assert {m.attn.to_kv.in_features for m in [model.mid_cross, *model.block_cross]} == {4}
         x = torch.randn(2, 4, 8)
     else:
         model = _scrambled(UNet2D(UNet2DConfig(in_channels=1, image_size=8, base_channels=16, channel_mults=(1, 2),
@@ -140,6 +143,15 @@ def test_pooled_context_needs_a_context():
         UNet1DConfig(pooled_context=True)
     with pytest.raises(ValueError, match="pooled_context needs a context"):
         UNet2DConfig(pooled_context=True)
+
+
+def test_context_proj_needs_a_context_and_old_configs_have_none():
+    with pytest.raises(ValueError, match="context_proj needs a context"):
+        UNet1DConfig(context_proj=8)
+    with pytest.raises(ValueError, match="context_proj"):
+        UNet1DConfig(context_dim=6, context_proj=-1)
+    model = UNet1D(UNet1DConfig(in_channels=4, length=8, base_channels=16, channel_mults=(1, 2), context_dim=6))
+    assert model.context_proj is None and not any(k.startswith("context_proj") for k in model.state_dict())
 
 
 def test_a_unet1d_without_context_refuses_one():

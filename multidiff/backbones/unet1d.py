@@ -66,6 +66,7 @@ class UNet1DConfig:
     context_dim: int = 0  # 0: no cross-attention; else the width Dc of cond["context"]
     pooled_context: bool = False  # also add the mean of the context's tokens to the noise embedding (Imagen)
     cross_attention: str = "mid"  # where the context is attended: "mid", "up" (+ every up block), "all" (+ every block)
+    context_proj: int = 0  # > 0: one linear map of the context to this width, shared by every cross-attention
     embedding: str = "fourier"
     fourier_scale: float = 1.0
     norm_groups: int = 8
@@ -73,7 +74,7 @@ class UNet1DConfig:
     def __post_init__(self):
         check_positive(self, "in_channels", "length", "base_channels", "num_res_blocks", "kernel_size", "num_heads",
                        "norm_groups")
-        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size", "context_dim")
+        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size", "context_dim", "context_proj")
         check_dropout(self)
         if self.out_channels is not None:
             check_positive(self, "out_channels")
@@ -101,6 +102,8 @@ class UNet1DConfig:
                 if (self.base_channels * mult) % self.num_heads:
                     raise ValueError(f"cross-attention over {self.base_channels * mult} channels cannot be split "
                                      f"into num_heads={self.num_heads} heads")
+        if self.context_proj and not self.context_dim:
+            raise ValueError("UNet1DConfig.context_proj needs a context (context_dim > 0)")
         if self.pooled_context and not self.context_dim:
             raise ValueError("UNet1DConfig.pooled_context needs a context (context_dim > 0)")
         if (self.mid_attention or self.context_dim) and (self.base_channels * mults[-1]) % self.num_heads:
@@ -173,7 +176,7 @@ class MidCrossAttention(nn.Module):
     def __init__(self, channels: int, config: UNet1DConfig):
         super().__init__()
         self.norm = group_norm(channels, config.norm_groups)
-        self.attn = Attention(channels, config.num_heads, config.context_dim, null_token=True)
+        self.attn = Attention(channels, config.num_heads, config.context_proj or config.context_dim, null_token=True)
         zero_init(self.attn.proj)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
@@ -224,6 +227,8 @@ class UNet1D(nn.Module):
                 self.upsample.append(nn.Conv1d(channels, channels, 3, padding=1))
         self.out_norm = group_norm(channels, config.norm_groups)
         self.conv_out = zero_init(nn.Conv1d(channels, config.output_channels, io, padding=io // 2))
+        # the context's one projection, shared by every cross-attention (the pooled prompt reads it unprojected)
+        self.context_proj = nn.Linear(config.context_dim, config.context_proj) if config.context_proj else None
         self.block_cross = None  # cross-attention after each residual block, in the order forward runs them
         if config.context_dim and config.cross_attention != "mid":
             widths = [base * mults[level] for level in reversed(range(len(mults)))
@@ -278,11 +283,14 @@ class UNet1D(nn.Module):
         h = self.conv_in(x if signal is None else torch.cat([x, signal], dim=1))  # (B, base, T)
         skips = [h]
         cross = iter(self.block_cross) if self.block_cross is not None else None
+        context = parts.context
+        if self.context_proj is not None and context is not None:
+            context = self.context_proj(context.to(x.dtype))  # (B, L, context_proj)
 
         def attend(h: torch.Tensor, down: bool = False) -> torch.Tensor:
             if cross is None or (down and self.config.cross_attention != "all"):
                 return h
-            return next(cross)(h, parts.context, parts.context_mask)
+            return next(cross)(h, context, parts.context_mask)
 
         for level, blocks in enumerate(self.down):
             for block in blocks:
@@ -295,7 +303,7 @@ class UNet1D(nn.Module):
         if self.mid_attn is not None:
             h = self.mid_attn(h)
         if self.mid_cross is not None:
-            h = self.mid_cross(h, parts.context, parts.context_mask)
+            h = self.mid_cross(h, context, parts.context_mask)
         h = self.mid2(h, emb)
         for index, blocks in enumerate(self.up):
             for block in blocks:

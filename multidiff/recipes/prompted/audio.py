@@ -49,6 +49,7 @@ class NotesTextConfig(NotesConfig):
     num_eval: int = 120  # samples per prompt set in eval.json
     cross_attention: str = "up"  # where the U-Net attends to the prompt: "mid", "up" (+ each up block) or "all"
     pooled_context: bool = False  # also add the mean of the prompt's token states to the noise embedding (FiLM)
+    context_proj: int = 0  # > 0: the U-Net maps the 384-wide token states to this width once, for every attention
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,7 +84,7 @@ def build_model(config: NotesTextConfig) -> Precond:
     spec = config.spectrogram
     options = dict(in_channels=spec.bins, length=spec.frames, io_kernel_size=config.io_kernel,
                    context_dim=MINILM_DIM, pooled_context=config.pooled_context, embedding=noise_embedding(schedule),
-                   cross_attention=config.cross_attention)
+                   cross_attention=config.cross_attention, context_proj=config.context_proj)
     if config.width:
         options["base_channels"] = config.width
     backbone_config = UNet1DConfig.preset(config.preset, **options)
