@@ -87,7 +87,7 @@ class PromptGrammar:
 
     def partial_prompts(self, label: int, count: int, *, seed: int = 0) -> list[str]:
         """``count`` prompts for ``label`` that name only part of it (:attr:`partial`, cycled in a seeded
-        order); empty for a grammar without partial templates."""
+        order); a grammar without partial templates refuses ``count > 0``."""
         if count and not self.partial:
             raise ValueError(f"the {self.name} grammar has no partial templates; ask for 0 partial prompts")
         rng = random.Random(f"{self.name}:{label}:partial:{seed}")
@@ -237,7 +237,7 @@ NOTES = PromptGrammar(
     vocabulary=_notes_vocabulary(),
     example_template="{a_instrument} playing {pitch}",
     pattern=PITCH_PATTERN,
-    partial=(  # pitch only, instrument only (in turn after the shuffle's luck): each part's words alone
+    partial=(  # four that name only the pitch, four only the instrument
         "a note at {pitch}", "{a_instrument}", "{pitch}", "{a_instrument} playing a note", "play {pitch}",
         "a note on the {instrument}", "a tone: {pitch}", "the sound of {a_instrument}",
     ),

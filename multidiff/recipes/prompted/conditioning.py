@@ -226,7 +226,7 @@ class PromptRecipe:
 
     def prompt_table(self, config, data) -> dict[int, list[str]]:
         grammar = grammar_for(config.dataset)
-        partial = getattr(config, "partial_prompts", 0)
+        partial = getattr(config, "partial_prompts", 0)  # a recipe field only where the grammar has them (notes)
         return {k: grammar.prompts(k, config.prompts_per_class, split="train", seed=config.seed)
                 + grammar.partial_prompts(k, partial, seed=config.seed) for k in self.trained_labels(config, data)}
 
