@@ -155,7 +155,6 @@ def ode_log_likelihood(denoiser, x0: torch.Tensor, *, sigma_min: float = 1e-3, s
     return prior + delta
 
 
-
 @torch.no_grad()
 def denoising_errors(denoiser, x0: torch.Tensor, conds: list, sigmas, *, weight: torch.Tensor | None = None,
                      draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -80,20 +80,21 @@ class PromptGrammar:
     def prompts(self, label: int, count: int, *, split: str = "train", seed: int = 0) -> list[str]:
         """``count`` prompts for ``label`` from the ``split`` templates, cycling through them in a
         seeded order (different seeds, different words)."""
-        rng = random.Random(f"{self.name}:{label}:{split}:{seed}")
-        templates = list(self.template_set(split))
-        rng.shuffle(templates)
-        return [self.prompt(label, templates[i % len(templates)], rng) for i in range(count)]
+        return self._cycled(label, self.template_set(split), count, f"{split}:{seed}")
 
     def partial_prompts(self, label: int, count: int, *, seed: int = 0) -> list[str]:
         """``count`` prompts for ``label`` that name only part of it (:attr:`partial`, cycled in a seeded
         order); a grammar without partial templates refuses ``count > 0``."""
         if count and not self.partial:
             raise ValueError(f"the {self.name} grammar has no partial templates; ask for 0 partial prompts")
-        rng = random.Random(f"{self.name}:{label}:partial:{seed}")
-        templates = list(self.partial)
-        rng.shuffle(templates)
-        return [self.prompt(label, templates[i % len(templates)], rng) for i in range(count)]
+        return self._cycled(label, self.partial, count, f"partial:{seed}")
+
+    def _cycled(self, label: int, templates: Sequence[str], count: int, key: str) -> list[str]:
+        """``count`` fillings of ``templates`` for ``label``, in an order and with words seeded by ``key``."""
+        rng = random.Random(f"{self.name}:{label}:{key}")
+        order = list(templates)
+        rng.shuffle(order)
+        return [self.prompt(label, order[i % len(order)], rng) for i in range(count)]
 
     def example(self, label: int) -> str:
         """The plain prompt that stands for ``label`` (first names, the note name): "a photo of a
