@@ -158,6 +158,8 @@ def planner_label(report: dict) -> str:
         parts.append("open loop")
     if report.get("wall_margin"):
         parts.append(f"kept {report['wall_margin']:g} m off the walls")
+    if report.get("retries"):
+        parts.append(f"up to {report['retries']} more batches while none is feasible")
     return ", ".join(parts)
 
 

@@ -194,6 +194,37 @@ def test_planner_with_wall_margin_samples_plans_clear_of_walls_at_the_same_cost(
 
 
 @needs_maze
+def test_retries_draw_more_batches_only_while_no_plan_is_feasible():
+    model = tiny_model(OBS + ACT + A.arrival_channels(OBS, GOAL))
+    env = A.Planner(model, maze_settings(), normalizer()).make_env(seed=0)
+    obs, _ = env.reset(seed=1)
+    env.close()
+    state, goal = A.split_observation(obs, OBS)
+    chosen, calls = {}, {}
+    for retries in (0, 2):  # the untrained net draws every plan of the first batch through a wall
+        planner = A.Planner(model, maze_settings(retries=retries), normalizer(), seed=0)
+        first, _ = A.Planner(model, maze_settings(), normalizer(), seed=0).sample(
+            np.repeat(state[None], 4, 0), np.repeat(goal[None], 4, 0), arrivals=A.arrival_grid(2, H - 1, 4))
+        plan = planner.plan(state, goal)
+        chosen[retries], calls[retries] = plan, planner.denoiser_calls[-1]
+    assert calls[0] == 4 and calls[2] in (8, 12)  # one batch more, or two
+    count = lambda p: int(A.plan_violations(p["observations"][None], np.array([p["arrival"]]),  # noqa: E731
+                                            geometry=planner.geometry)[0])
+    first_rows = planner.normalizer.decode(first.double()).numpy()[..., :OBS]
+    fewest_first = A.plan_violations(first_rows, A.arrival_grid(2, H - 1, 4), geometry=planner.geometry).min()
+    assert count(chosen[0]) == fewest_first > 0  # no retry: the best of the first batch
+    if calls[2] == 8:  # it stopped after one retry: that batch had a feasible plan, and it was chosen
+        assert count(chosen[2]) == 0
+    else:  # the first batch is drawn alike, so retries never choose worse
+        assert count(chosen[2]) <= fewest_first
+    clear = A.Planner(model, maze_settings(retries=2, wall_margin=0.1), normalizer(), seed=0)
+    clear.plan(state, goal)
+    assert clear.denoiser_calls == [4]  # a feasible plan in the first batch: no retry
+    with pytest.raises(ValueError, match="retries"):
+        maze_settings(retries=-1)
+
+
+@needs_maze
 def test_planner_rejects_impossible_arrival_settings():
     with pytest.raises(ValueError, match="arrival_min"):
         maze_settings(arrival_min=H)

@@ -73,6 +73,9 @@ class PlannerSettings:
     # in a maze: every denoised plan's positions that lie in a wall are moved this far inside the nearest free
     # cell, at every noise level (arrival.WallProjection; no extra network call); 0: off
     wall_margin: float = 0.0
+    # when every plan of a batch is infeasible, sample up to this many more batches (fresh noise, the same
+    # arrival steps) and rank them all together; each costs another batch's denoiser calls; 0: never
+    retries: int = 0
 
     def __post_init__(self):
         for name in ("goal_dims", "rest_dims", "position_dims", "velocity_dims", "action_low", "action_high",
@@ -92,9 +95,9 @@ class PlannerSettings:
             raise ValueError(f"max_step_change needs {self.obs_dim} entries, got {len(self.max_step_change)}")
         if self.wall_margin < 0:
             raise ValueError(f"wall_margin must be >= 0 (0: off), got {self.wall_margin}")
-        if self.replan_every < 0 or self.guidance_scale < 0 or self.guidance_sigma_max < 0:
-            raise ValueError(f"need replan_every, guidance_scale and guidance_sigma_max >= 0, got {self.replan_every}, "
-                             f"{self.guidance_scale}, {self.guidance_sigma_max}")
+        if self.replan_every < 0 or self.guidance_scale < 0 or self.guidance_sigma_max < 0 or self.retries < 0:
+            raise ValueError(f"need replan_every, guidance_scale, guidance_sigma_max and retries >= 0, got "
+                             f"{self.replan_every}, {self.guidance_scale}, {self.guidance_sigma_max}, {self.retries}")
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
             raise ValueError(f"action_low and action_high need {self.act_dim} entries each")
         if any(not 0 <= d < self.obs_dim for d in self.goal_dims + self.rest_dims + self.position_dims
@@ -334,12 +337,18 @@ class Planner:
             shifted = torch.cat([previous["x"][since:], previous["x"][-1:].expand(since, -1)])[:s.horizon]
             start = shifted[None].expand(s.num_plans, -1, -1).to(self.device)
             sigmas = self.grid()[-(s.warm_start + 1):]
-        x, values = self.sample(states, goals, arrivals=arrivals, start=start, sigmas=sigmas)
-        rows = self.normalizer.decode(x.double().cpu()).numpy()  # (N, H, D)
         reach = np.full(s.num_plans, s.horizon - 1) if arrivals is None else arrivals
-        best = self.rank(values, arrivals, self.violations(rows[..., :s.obs_dim], reach))
+        drawn: list[tuple] = []  # (x, values, rows, violations, denoiser calls) of each batch
+        while not drawn or (len(drawn) <= s.retries and drawn[-1][3].min() > 0):  # none feasible: draw again
+            x, values = self.sample(states, goals, arrivals=arrivals, start=start, sigmas=sigmas)
+            rows = self.normalizer.decode(x.double().cpu()).numpy()  # (N, H, D)
+            drawn.append((x, values, rows, self.violations(rows[..., :s.obs_dim], reach), self.last_calls))
+        x, rows = torch.cat([d[0] for d in drawn]), np.concatenate([d[2] for d in drawn])
+        values = None if drawn[0][1] is None else torch.cat([d[1] for d in drawn])
+        reach = np.tile(reach, len(drawn))
+        best = self.rank(values, None if arrivals is None else reach, np.concatenate([d[3] for d in drawn]))
         self.plan_seconds.append(time.perf_counter() - start_time)
-        self.denoiser_calls.append(self.last_calls)
+        self.denoiser_calls.append(sum(d[4] for d in drawn))
         return {"observations": rows[best, :, :s.obs_dim], "actions": rows[best, :, s.obs_dim:],
                 "value": None if values is None else float(values[best]), "arrival": int(reach[best]),
                 "x": x[best].cpu()}
