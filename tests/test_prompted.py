@@ -328,3 +328,18 @@ def test_notes_text_attends_to_the_prompt_where_its_config_says():
         assert (backbone.block_cross is not None) == (where != "mid")
     with pytest.raises(ValueError, match="cross_attention must be one of mid, up, all, got 'sideways'"):
         make_config(recipe, {"cross_attention": "sideways"})
+
+
+def test_notes_text_dropout_reaches_the_residual_blocks_and_is_checked():
+    from multidiff.recipes import get_recipe, make_config
+    from multidiff.recipes.prompted.audio import build_model
+
+    recipe = get_recipe("notes_text")
+
+    def rates(**options):
+        model = build_model(make_config(recipe, {"preset": "tiny", **options}))
+        return {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+
+    assert rates() == {0.0} and rates(dropout="0.1") == {0.1}
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        make_config(recipe, {"dropout": "1.5"})

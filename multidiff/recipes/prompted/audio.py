@@ -50,6 +50,7 @@ class NotesTextConfig(NotesConfig):
     cross_attention: str = "up"  # where the U-Net attends to the prompt: "mid", "up" (+ each up block) or "all"
     pooled_context: bool = False  # also add the mean of the prompt's token states to the noise embedding (FiLM)
     context_proj: int = 0  # > 0: the U-Net maps the 384-wide token states to this width once, for every attention
+    dropout: float = 0.0  # dropout inside the U-Net's residual blocks (0: none)
 
     def __post_init__(self):
         super().__post_init__()
@@ -65,6 +66,8 @@ class NotesTextConfig(NotesConfig):
             raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
         if self.partial_prompts < 0:
             raise ValueError(f"partial_prompts must be >= 0, got {self.partial_prompts}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 CONFIGS = {NotesTextConfig.recipe: NotesTextConfig}
@@ -87,6 +90,8 @@ def build_model(config: NotesTextConfig) -> Precond:
                    cross_attention=config.cross_attention, context_proj=config.context_proj)
     if config.width:
         options["base_channels"] = config.width
+    if config.dropout:
+        options["dropout"] = config.dropout
     backbone_config = UNet1DConfig.preset(config.preset, **options)
     return seeded_model(lambda: UNet1D(backbone_config), config.seed, config.prediction, schedule, config.sigma_data)
 
