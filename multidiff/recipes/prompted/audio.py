@@ -50,7 +50,7 @@ class NotesTextConfig(NotesConfig):
     cross_attention: str = "up"  # where the U-Net attends to the prompt: "mid", "up" (+ each up block) or "all"
     pooled_context: bool = False  # also add the mean of the prompt's token states to the noise embedding (FiLM)
     context_proj: int = 0  # > 0: the U-Net maps the 384-wide token states to this width once, for every attention
-    dropout: float = 0.0  # dropout inside the U-Net's residual blocks (0: none)
+    dropout: float = 0.0  # dropout in the U-Net's residual blocks (0: none; 0.1 no better, docs/multimodal.md)
 
     def __post_init__(self):
         super().__post_init__()
