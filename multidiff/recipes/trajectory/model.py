@@ -61,6 +61,7 @@ class TrajectoryConfig(ScalableConfig):
     # mazes: the denoised plans' positions in a wall move this far inside the nearest free cell (at every noise
     # level, no extra network call); 0: off
     wall_margin: float = 0.0
+    retries: int = 0  # when every plan of a batch is infeasible, draw up to this many more batches; 0: never
     # value model and the behaviour-cloning baseline
     value_steps: int = 0  # training steps of the value model; 0: none
     value_preset: str = "tiny"  # its U-Net size (a TRAJECTORY_PRESETS name); guidance runs it forward and back
@@ -86,7 +87,7 @@ class TrajectoryConfig(ScalableConfig):
                             "value_preset": TRAJECTORY_PRESETS, "goal_velocity": GOAL_VELOCITIES},
                      at_least_one=("eval_episodes", "horizon", "num_plans"),
                      non_negative=("data_steps", "data_seed", "replan_every", "max_episode_steps",
-                                   "value_steps", "bc_steps", "inverse_steps"),
+                                   "value_steps", "bc_steps", "inverse_steps", "retries"),
                      positive=("p_std",))
         if self.guidance_sigma_max < 0 or self.wall_margin < 0:
             raise ValueError(f"need guidance_sigma_max and wall_margin >= 0, got {self.guidance_sigma_max}, "
@@ -216,7 +217,7 @@ def planner_settings(config: TrajectoryConfig, env) -> PlannerSettings:
                    replan_every=config.replan_every, num_plans=config.num_plans,
                    guidance_scale=config.guidance_scale, guidance_sigma_max=config.guidance_sigma_max,
                    conditioned=config.conditioned, sampler=config.sampler,
-                   sample_steps=config.sample_steps, warm_start=config.warm_start)
+                   sample_steps=config.sample_steps, warm_start=config.warm_start, retries=config.retries)
     if maze:  # (x, y, vx, vy): the goal fixes x, y; the force pushes x, y
         options.update(goal_dims=(0, 1), rest_dims=(2, 3) if config.goal_velocity == "zero" else (),
                        position_dims=(0, 1), velocity_dims=(2, 3), arrival_min=config.arrival_min,
