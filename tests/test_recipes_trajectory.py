@@ -221,14 +221,32 @@ def test_cli_plan_takes_planner_settings(maze_run):
     from multidiff.cli import main
 
     result = CliRunner().invoke(main, ["plan", str(maze_run), "--episodes", "1", "--set", "num_plans=2",
-                                       "--set", "wall_margin=0.1"])
+                                       "--set", "wall_margin=0.1", "--set", "retries=1"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["num_plans"] == 2 and report["wall_margin"] == 0.1
+    assert report["num_plans"] == 2 and report["wall_margin"] == 0.1 and report["retries"] == 1
+    assert report["max_denoiser_calls_per_plan"] <= 2 * report["sample_steps"]  # at most one batch more
     result = CliRunner().invoke(main, ["plan", str(maze_run), "--set", "wall_marginn=0.1"])
     assert result.exit_code != 0 and "no setting 'wall_marginn'" in result.output
     result = CliRunner().invoke(main, ["plan", str(maze_run), "--set", "wall_margin=-1"])
     assert result.exit_code != 0 and "wall_margin must be >= 0" in result.output
+
+
+def test_retries_is_a_recipe_field_the_planner_gets():
+    from multidiff.recipes import get_recipe, make_config
+    from multidiff.adapters.trajectory import MAZE_KWARGS, make_env
+    from multidiff.recipes.trajectory.model import planner_settings
+
+    recipe = get_recipe("pointmaze_umaze")
+    config = make_config(recipe, {"retries": "3"})
+    env = make_env(config.env_id_or_default, env_kwargs=dict(MAZE_KWARGS))
+    try:
+        assert planner_settings(config, env).retries == 3
+        assert planner_settings(make_config(recipe, {}), env).retries == 0
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="retries"):
+        make_config(recipe, {"retries": "-1"})
 
 
 @pytest.mark.parametrize("which", ["maze", "pendulum"])
