@@ -172,13 +172,19 @@ def test_arrival_planner_keeps_its_deadline_and_warm_starts(warm_start):
     env.close()
 
 
-@needs_maze
-def test_planner_with_wall_margin_samples_plans_clear_of_walls_at_the_same_cost():
+def maze_start():
+    """An untrained arrival model, and the state and goal of one U-Maze start."""
     model = tiny_model(OBS + ACT + A.arrival_channels(OBS, GOAL))
     env = A.Planner(model, maze_settings(), normalizer()).make_env(seed=0)
     obs, _ = env.reset(seed=1)
     env.close()
     state, goal = A.split_observation(obs, OBS)
+    return model, state, goal
+
+
+@needs_maze
+def test_planner_with_wall_margin_samples_plans_clear_of_walls_at_the_same_cost():
+    model, state, goal = maze_start()
     arrivals = A.arrival_grid(2, H - 1, 4)
     plans = {}
     for margin in (0.0, 0.1):
@@ -195,16 +201,12 @@ def test_planner_with_wall_margin_samples_plans_clear_of_walls_at_the_same_cost(
 
 @needs_maze
 def test_retries_draw_more_batches_only_while_no_plan_is_feasible():
-    model = tiny_model(OBS + ACT + A.arrival_channels(OBS, GOAL))
-    env = A.Planner(model, maze_settings(), normalizer()).make_env(seed=0)
-    obs, _ = env.reset(seed=1)
-    env.close()
-    state, goal = A.split_observation(obs, OBS)
+    model, state, goal = maze_start()
+    first, _ = A.Planner(model, maze_settings(), normalizer(), seed=0).sample(  # what plan() draws first
+        np.repeat(state[None], 4, 0), np.repeat(goal[None], 4, 0), arrivals=A.arrival_grid(2, H - 1, 4))
     chosen, calls = {}, {}
     for retries in (0, 2):  # the untrained net draws every plan of the first batch through a wall
         planner = A.Planner(model, maze_settings(retries=retries), normalizer(), seed=0)
-        first, _ = A.Planner(model, maze_settings(), normalizer(), seed=0).sample(
-            np.repeat(state[None], 4, 0), np.repeat(goal[None], 4, 0), arrivals=A.arrival_grid(2, H - 1, 4))
         plan = planner.plan(state, goal)
         chosen[retries], calls[retries] = plan, planner.denoiser_calls[-1]
     assert calls[0] == 4 and calls[2] in (8, 12)  # one batch more, or two
