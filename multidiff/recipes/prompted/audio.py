@@ -19,6 +19,7 @@ import torch
 
 from ...adapters.audio import decode, encode, save_spectrograms
 from ...backbones import UNet1D, UNet1DConfig
+from ...backbones.config import check_dropout
 from ...backbones.unet1d import CROSS_ATTENTION
 from ...backbones.text_encoder import MINILM_DIM
 from ...core.precond import Precond
@@ -66,8 +67,7 @@ class NotesTextConfig(NotesConfig):
             raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
         if self.partial_prompts < 0:
             raise ValueError(f"partial_prompts must be >= 0, got {self.partial_prompts}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_dropout(self)  # at config time, as the U-Net would at build time
 
 
 CONFIGS = {NotesTextConfig.recipe: NotesTextConfig}
