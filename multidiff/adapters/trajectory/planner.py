@@ -338,17 +338,21 @@ class Planner:
             start = shifted[None].expand(s.num_plans, -1, -1).to(self.device)
             sigmas = self.grid()[-(s.warm_start + 1):]
         reach = np.full(s.num_plans, s.horizon - 1) if arrivals is None else arrivals
-        drawn: list[tuple] = []  # (x, values, rows, violations, denoiser calls) of each batch
-        while not drawn or (len(drawn) <= s.retries and drawn[-1][3].min() > 0):  # none feasible: draw again
+        xs, value_sets, row_sets, violations, calls = [], [], [], [], 0  # one entry per batch drawn
+        while not violations or (len(violations) <= s.retries and violations[-1].min() > 0):  # none feasible
             x, values = self.sample(states, goals, arrivals=arrivals, start=start, sigmas=sigmas)
             rows = self.normalizer.decode(x.double().cpu()).numpy()  # (N, H, D)
-            drawn.append((x, values, rows, self.violations(rows[..., :s.obs_dim], reach), self.last_calls))
-        x, rows = torch.cat([d[0] for d in drawn]), np.concatenate([d[2] for d in drawn])
-        values = None if drawn[0][1] is None else torch.cat([d[1] for d in drawn])
-        reach = np.tile(reach, len(drawn))
-        best = self.rank(values, None if arrivals is None else reach, np.concatenate([d[3] for d in drawn]))
+            xs.append(x)
+            value_sets.append(values)
+            row_sets.append(rows)
+            violations.append(self.violations(rows[..., :s.obs_dim], reach))
+            calls += self.last_calls
+        x, rows = torch.cat(xs), np.concatenate(row_sets)
+        values = None if value_sets[0] is None else torch.cat(value_sets)
+        reach = np.tile(reach, len(xs))
+        best = self.rank(values, None if arrivals is None else reach, np.concatenate(violations))
         self.plan_seconds.append(time.perf_counter() - start_time)
-        self.denoiser_calls.append(sum(d[4] for d in drawn))
+        self.denoiser_calls.append(calls)
         return {"observations": rows[best, :, :s.obs_dim], "actions": rows[best, :, s.obs_dim:],
                 "value": None if values is None else float(values[best]), "arrival": int(reach[best]),
                 "x": x[best].cpu()}
