@@ -14,6 +14,7 @@ the trajectory domain's adapter, one concept per module.
 ``env``             the single gymnasium entry point (:func:`make_env`), observations,
                     and maze geometry (walls, cells, shortest paths)
 ``policies``        the experts that record the data and the baselines
+``retime``          a plan's route re-timed to the fastest motion the data allows
 ``planner``         :class:`Planner`: Diffuser's planning loop in an env
 ``pictures``        plans and executed paths drawn over the maze
 ==================  ================================================================
@@ -37,6 +38,7 @@ from .pictures import plan_png, plan_title
 from .planner import TRACKING, Planner, PlannerSettings
 from .policies import (BCPolicy, ControllerPolicy, D4RLWaypointController, NoisyControllerPolicy, RandomPolicy,
                        SwingUpController, WaypointController)
+from .retime import motion_limits, retime_plan
 
 __all__ = ["ArrivalWindowLoss", "BCNet", "BCPolicy", "BC_FILE", "CallCounter", "ConditionedDenoiser",
            "ControllerPolicy", "D4RLWaypointController", "INVERSE_FILE", "MAZES", "MAZE_KWARGS", "MazeGeometry",
@@ -46,6 +48,6 @@ __all__ = ["ArrivalWindowLoss", "BCNet", "BCPolicy", "BC_FILE", "CallCounter", "
            "arrival_channels", "arrival_constraints", "arrival_grid", "backbone_config", "build_mlp",
            "build_value_model", "condition_mask", "constraints", "earliest_feasible", "free_boxes", "hold_after",
            "is_maze", "load_mlp", "load_value_model", "make_env", "make_maze_env", "maze_env_id", "maze_geometry",
-           "out_of_walls", "plan_png", "plan_title", "plan_violations", "rest_row", "returns_to_go", "sample_plans",
-           "save_mlp", "save_value_model", "shortest_path", "split_observation", "step_rows", "timeline",
-           "value_guided", "wall_hits", "with_condition"]
+           "motion_limits", "out_of_walls", "plan_png", "plan_title", "plan_violations", "rest_row", "retime_plan",
+           "returns_to_go", "sample_plans", "save_mlp", "save_value_model", "shortest_path", "split_observation",
+           "step_rows", "timeline", "value_guided", "wall_hits", "with_condition"]
