@@ -160,6 +160,9 @@ def planner_label(report: dict) -> str:
         parts.append(f"kept {report['wall_margin']:g} m off the walls")
     if report.get("retries"):
         parts.append(f"up to {report['retries']} more batches while none is feasible")
+    if report.get("retime"):
+        parts.append("routes re-timed to the data's top speed" if report["retime"] == 1 else
+                     f"routes re-timed to {report['retime']:g} of the data's top speed")
     return ", ".join(parts)
 
 

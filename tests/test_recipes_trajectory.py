@@ -57,6 +57,8 @@ def test_maze_run_folder_and_its_evaluation(maze_run):
     assert report["arrival_min"] == 4 and report["num_plans"] == 16  # the goal at a chosen step, earliest feasible
     saved = json.loads((maze_run / "config.json").read_text())
     assert len(saved["config"]["planner"]["max_step_change"]) == 4  # the data's speeds, for the feasibility test
+    planner = saved["config"]["planner"]
+    assert 0.001 < planner["step_accel"] < 0.005 and planner["step_seconds"] == pytest.approx(0.01, rel=1e-3)
     assert saved["model"]["backbone"]["in_channels"] == 6 + 4 + 2 + 1  # start, goal, timeline channels
 
 
@@ -221,10 +223,11 @@ def test_cli_plan_takes_planner_settings(maze_run):
     from multidiff.cli import main
 
     result = CliRunner().invoke(main, ["plan", str(maze_run), "--episodes", "1", "--set", "num_plans=2",
-                                       "--set", "wall_margin=0.1", "--set", "retries=1"])
+                                       "--set", "wall_margin=0.1", "--set", "retries=1", "--set", "retime=1"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["num_plans"] == 2 and report["wall_margin"] == 0.1 and report["retries"] == 1
+    assert report["retime"] == 1.0
     assert report["max_denoiser_calls_per_plan"] <= 2 * report["sample_steps"]  # at most one batch more
     result = CliRunner().invoke(main, ["plan", str(maze_run), "--set", "wall_marginn=0.1"])
     assert result.exit_code != 0 and "no setting 'wall_marginn'" in result.output
@@ -247,6 +250,24 @@ def test_retries_is_a_recipe_field_the_planner_gets():
         env.close()
     with pytest.raises(ValueError, match="retries"):
         make_config(recipe, {"retries": "-1"})
+
+
+
+def test_retime_is_a_recipe_field_on_by_default_for_medium():
+    from multidiff.recipes import get_recipe, make_config
+
+    assert make_config(get_recipe("pointmaze_medium"), {}).retime == 1.0
+    assert make_config(get_recipe("pointmaze_umaze"), {}).retime == 0.0
+    assert make_config(get_recipe("pointmaze_umaze"), {"retime": "0.5"}).retime == 0.5
+    with pytest.raises(ValueError, match="retime"):
+        make_config(get_recipe("pointmaze_umaze"), {"retime": "1.5"})
+
+
+def test_retime_needs_pd_tracking_of_goals(pendulum_file, tmp_path):
+    config = R.PendulumConfig(dataset="file", data_path=str(pendulum_file), env_id="Pendulum-v1",
+                              **{**TINY, "horizon": 8}, retime=1.0)
+    with pytest.raises(ValueError, match="retime needs goal reaching with pd tracking"):
+        R.train(config, tmp_path / "run")
 
 
 @pytest.mark.parametrize("which", ["maze", "pendulum"])

@@ -261,3 +261,35 @@ def test_value_guidance_can_be_limited_to_low_noise_levels():
     steered = guided(x, low) - denoiser(x, low)
     torch.testing.assert_close(steered[..., 0], torch.full((2, H), 0.3**2))  # scale sigma^2 grad V
     assert A.value_guided(denoiser, value, 0.0) is denoiser and A.value_guided(denoiser, None, 1.0) is denoiser
+
+
+@needs_maze
+def test_retimed_planner_follows_the_earliest_feasible_re_timed_route():
+    model, state, goal = maze_start()
+    limits = dict(max_step_change=(0.2, 0.2, 99.0, 99.0), step_accel=0.2, step_seconds=0.01)  # some fit 16 steps
+    settings = maze_settings(retime=0.8, **limits)
+    first, _ = A.Planner(model, settings, normalizer(), seed=0).sample(  # what plan() draws
+        np.repeat(state[None], 4, 0), np.repeat(goal[None], 4, 0), arrivals=A.arrival_grid(2, H - 1, 4))
+    planner = A.Planner(model, settings, normalizer(), seed=0)
+    plan = planner.plan(state, goal)
+    rows = planner.normalizer.decode(first.double()).numpy()
+    retimed, arrivals, fits = [], [], []
+    for row, k in zip(rows, A.arrival_grid(2, H - 1, 4)):
+        done = A.retime_plan(row[:, :OBS], int(k), position_dims=(0, 1), velocity_dims=(2, 3), speed=0.8 * 0.2,
+                             accel=0.8 * 0.2, step_seconds=0.01)
+        retimed.append(row[:, :OBS] if done is None else done[0])  # too long for the horizon: as drawn
+        arrivals.append(int(k) if done is None else done[1])
+        fits.append(done is not None)
+    violations = planner.violations(np.stack(retimed), np.array(arrivals))
+    best = A.earliest_feasible(np.array(arrivals), violations)
+    assert 0 < sum(fits) < 4 and fits[best]  # the untrained net's routes: some fit, some do not
+    assert plan["arrival"] == arrivals[best]
+    np.testing.assert_allclose(plan["observations"], retimed[best], atol=1e-5)
+    moves = np.linalg.norm(np.diff(plan["observations"][:plan["arrival"] + 1, :2], axis=0), axis=1)
+    assert moves.max() <= 0.8 * 0.2 + 1e-6
+    with pytest.raises(ValueError, match="retime"):
+        maze_settings(retime=0.8)  # without the data's motion limits
+    with pytest.raises(ValueError, match="retime"):
+        maze_settings(retime=1.5, **limits)
+    with pytest.raises(ValueError, match="retime"):
+        maze_settings(retime=0.8, tracking="actions", **limits)

@@ -12,7 +12,9 @@ horizon, keeping the current plan's arrival deadline); 0 plans once per goal.
 The planner samples ``num_plans`` plans in one batch and executes the one
 :meth:`Planner.rank` picks: feasible first, then the earliest arrival (goal
 reaching with a model trained on arrival steps, :mod:`.arrival`) or the
-highest value (with a value model).
+highest value (with a value model). With ``retime``, each plan's route is
+first given the fastest timing the data's motion allows (:mod:`.retime`), and
+the plans are ranked by that arrival.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .denoiser import CallCounter, ConditionedDenoiser, TrajectoryDenoiser, cons
 from .env import is_maze, make_env, maze_geometry, split_observation
 from .networks import INVERSE_FILE, BCNet, ValueModel, load_mlp, load_value_model
 from .normalizer import Normalizer
+from .retime import retime_plan
 
 TRACKING = ("pd", "actions", "inverse")
 
@@ -76,6 +79,12 @@ class PlannerSettings:
     # when every plan of a batch is infeasible, sample up to this many more batches (fresh noise, the same
     # arrival steps) and rank them all together; each costs another batch's denoiser calls; 0: never
     retries: int = 0
+    # goal reaching with pd tracking: follow each plan's route re-timed to the fastest motion within this fraction
+    # of the data's top speed (max_step_change of the position features) and acceleration (step_accel), and rank
+    # the plans by their re-timed arrival (.retime); 0: the model's own timing
+    retime: float = 0.0
+    step_accel: float = 0.0  # the data's acceleration of the position features, per step squared (retime)
+    step_seconds: float = 0.0  # the step's length in the velocity features' time unit (velocity = move / this)
 
     def __post_init__(self):
         for name in ("goal_dims", "rest_dims", "position_dims", "velocity_dims", "action_low", "action_high",
@@ -98,6 +107,12 @@ class PlannerSettings:
         if self.replan_every < 0 or self.guidance_scale < 0 or self.guidance_sigma_max < 0 or self.retries < 0:
             raise ValueError(f"need replan_every, guidance_scale, guidance_sigma_max and retries >= 0, got "
                              f"{self.replan_every}, {self.guidance_scale}, {self.guidance_sigma_max}, {self.retries}")
+        if not 0 <= self.retime <= 1:
+            raise ValueError(f"retime must be in [0, 1] (a fraction of the data's speed; 0: off), got {self.retime}")
+        if self.retime and not (self.tracking == "pd" and self.goal_dims and self.max_step_change
+                                and self.step_accel > 0 and self.step_seconds > 0):
+            raise ValueError("retime needs goal reaching with pd tracking and the data's motion limits "
+                             "(max_step_change, step_accel > 0, step_seconds > 0; a trajectory recipe measures them)")
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
             raise ValueError(f"action_low and action_high need {self.act_dim} entries each")
         if any(not 0 <= d < self.obs_dim for d in self.goal_dims + self.rest_dims + self.position_dims
@@ -330,32 +345,51 @@ class Planner:
         since = 0 if previous is None else self.t - previous["t"]
         arrivals, start, sigmas = None, None, None
         if self.arrives:  # keep the deadline; a plan that missed it (the point lags) starts afresh
-            deadline = s.horizon - 1 if previous is None else previous["arrival"] - since
+            # (re-timed plans set their own pace: the model is asked for routes of every length)
+            deadline = s.horizon - 1 if previous is None or s.retime else previous["arrival"] - since
             arrivals = arrival_grid(s.arrival_min, deadline if deadline >= s.arrival_min else s.horizon - 1,
                                     s.num_plans)
         if previous is not None and s.warm_start:
             shifted = torch.cat([previous["x"][since:], previous["x"][-1:].expand(since, -1)])[:s.horizon]
             start = shifted[None].expand(s.num_plans, -1, -1).to(self.device)
             sigmas = self.grid()[-(s.warm_start + 1):]
-        reach = np.full(s.num_plans, s.horizon - 1) if arrivals is None else arrivals
-        xs, value_sets, row_sets, violations, calls = [], [], [], [], 0  # one entry per batch drawn
+        xs, value_sets, row_sets, reaches, violations, calls = [], [], [], [], [], 0  # one entry per batch drawn
         while not violations or (len(violations) <= s.retries and violations[-1].min() > 0):  # none feasible
             x, values = self.sample(states, goals, arrivals=arrivals, start=start, sigmas=sigmas)
             rows = self.normalizer.decode(x.double().cpu()).numpy()  # (N, H, D)
+            reach = np.full(s.num_plans, s.horizon - 1) if arrivals is None else arrivals
+            if s.retime:
+                rows, reach = self.retimed(rows, reach)
+                x = torch.as_tensor(self.normalizer.encode(rows), dtype=x.dtype, device=x.device)
             xs.append(x)
             value_sets.append(values)
             row_sets.append(rows)
+            reaches.append(reach)
             violations.append(self.violations(rows[..., :s.obs_dim], reach))
             calls += self.last_calls
-        x, rows = torch.cat(xs), np.concatenate(row_sets)
+        x, rows, reach = torch.cat(xs), np.concatenate(row_sets), np.concatenate(reaches)
         values = None if value_sets[0] is None else torch.cat(value_sets)
-        reach = np.tile(reach, len(xs))
-        best = self.rank(values, None if arrivals is None else reach, np.concatenate(violations))
+        best = self.rank(values, reach if self.arrives or s.retime else None, np.concatenate(violations))
         self.plan_seconds.append(time.perf_counter() - start_time)
         self.denoiser_calls.append(calls)
         return {"observations": rows[best, :, :s.obs_dim], "actions": rows[best, :, s.obs_dim:],
                 "value": None if values is None else float(values[best]), "arrival": int(reach[best]),
                 "x": x[best].cpu()}
+
+    def retimed(self, rows: np.ndarray, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rows (N, H, D)`` (env units) with each plan's route re-timed (:func:`~.retime.retime_plan`,
+        at ``retime`` times the data's speed and acceleration) and the new ``arrivals (N,)``; a plan
+        whose re-timed route does not fit the horizon keeps its own timing."""
+        s = self.settings
+        speed = s.retime * min(s.max_step_change[d] for d in s.position_dims)
+        rows, arrivals = rows.copy(), np.array(arrivals, copy=True)
+        for i in range(len(rows)):
+            done = retime_plan(rows[i, :, :s.obs_dim], int(arrivals[i]), position_dims=s.position_dims,
+                               velocity_dims=s.velocity_dims, speed=speed, accel=s.retime * s.step_accel,
+                               step_seconds=s.step_seconds)
+            if done is not None:
+                rows[i, :, :s.obs_dim], arrivals[i] = done
+        return rows, arrivals
 
     def _goal_moved(self, goal) -> bool:
         return (goal is None) != (self.goal is None) or (goal is not None and not np.array_equal(goal, self.goal))

@@ -47,8 +47,8 @@ import numpy as np
 import torch
 
 from ...adapters.trajectory import (BC_FILE, INVERSE_FILE, VALUE_FILE, ArrivalWindowLoss, BCPolicy, Normalizer,
-                                   PlannerSettings, WindowLoss, arrival_channels, condition_mask, rest_row, save_mlp,
-                                   save_value_model, step_rows)
+                                   PlannerSettings, WindowLoss, arrival_channels, condition_mask, motion_limits,
+                                   rest_row, save_mlp, save_value_model, step_rows)
 from ...core.precond import Precond
 from ...data import trajectory as trajectory_data
 from ..base import Domain
@@ -91,6 +91,11 @@ class Trajectories(Domain):
         env.close()
         settings = replace(settings, max_step_change=tuple(float(v) for v in
                                                            trajectory_data.step_change_limits(data)))
+        if settings.tracking == "pd":  # how fast the data's point speeds up, for re-timed plans
+            accel, step_seconds = motion_limits(data["observations"], trajectory_data.episodes(data),
+                                                settings.position_dims, settings.velocity_dims)
+            settings = replace(settings, step_accel=accel, step_seconds=step_seconds)
+        settings = replace(settings, retime=config.retime)  # (checked: it needs the limits above)
         rows = step_rows(data)  # (N, D)
         normalizer = Normalizer.fit(rows, config.normalization)
         z = torch.from_numpy(np.asarray(normalizer.encode(rows.astype(np.float64)), np.float32))  # (N, D)

@@ -62,6 +62,9 @@ class TrajectoryConfig(ScalableConfig):
     # level, no extra network call); 0: off
     wall_margin: float = 0.0
     retries: int = 0  # when every plan of a batch is infeasible, draw up to this many more batches; 0: never
+    # pd tracking of goals: follow each plan's route re-timed to the fastest motion within this fraction of the
+    # data's top speed and acceleration, the earliest re-timed arrival first (adapters.trajectory.retime); 0: off
+    retime: float = 0.0
     # value model and the behaviour-cloning baseline
     value_steps: int = 0  # training steps of the value model; 0: none
     value_preset: str = "tiny"  # its U-Net size (a TRAJECTORY_PRESETS name); guidance runs it forward and back
@@ -89,6 +92,8 @@ class TrajectoryConfig(ScalableConfig):
                      non_negative=("data_steps", "data_seed", "replan_every", "max_episode_steps",
                                    "value_steps", "bc_steps", "inverse_steps", "retries"),
                      positive=("p_std",))
+        if not 0 <= self.retime <= 1:
+            raise ValueError(f"retime must be in [0, 1] (a fraction of the data's speed; 0: off), got {self.retime}")
         if self.guidance_sigma_max < 0 or self.wall_margin < 0:
             raise ValueError(f"need guidance_sigma_max and wall_margin >= 0, got {self.guidance_sigma_max}, "
                              f"{self.wall_margin}")
@@ -149,6 +154,9 @@ class PointMazeMediumConfig(TrajectoryConfig):
     # (twice the point's radius) reached the goal in 1.00 / 0.90 of 20 episodes (seeds 0 / 1; 0.1 m: 0.95 / 0.85,
     # none: 0.90 / 0.75), held-out seed 2 in docs/rl.md
     wall_margin: float = 0.2
+    # the sampled plans linger, then rush; their routes re-timed to the data's top speed and acceleration arrive
+    # in 80 steps, not 168 (success 1.00 / 0.96, score 104.8 / 83.2, behaviour cloning 96.3; docs/rl.md)
+    retime: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def plan(run_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0, sampl
         "plan_seconds": float(np.median(planner.plan_seconds)), "denoiser_calls_per_plan": float(np.mean(calls)),
         "max_denoiser_calls_per_plan": int(np.max(calls)), "arrival_min": settings.arrival_min,
         "warm_start": settings.warm_start, "wall_margin": settings.wall_margin, "retries": settings.retries,
+        "retime": settings.retime,
         "plans_per_episode": len(calls) / episodes, "threads": torch.get_num_threads(),
     })
     for name in ("reference", "d4rl_reference", "random", "bc"):
