@@ -55,6 +55,7 @@ def test_maze_run_folder_and_its_evaluation(maze_run):
     assert report["d4rl_reference"]["normalised_score_d4rl"] == 100.0 and "normalised_score_d4rl" in report
     assert 0 <= report["success_rate"] <= 1 and report["max_steps"] == 300
     assert report["arrival_min"] == 4 and report["num_plans"] == 16  # the goal at a chosen step, earliest feasible
+    assert report["retime"] == 1.0  # the mazes' routes re-timed to the data's top speed
     saved = json.loads((maze_run / "config.json").read_text())
     assert len(saved["config"]["planner"]["max_step_change"]) == 4  # the data's speeds, for the feasibility test
     planner = saved["config"]["planner"]
@@ -253,11 +254,12 @@ def test_retries_is_a_recipe_field_the_planner_gets():
 
 
 
-def test_retime_is_a_recipe_field_on_by_default_for_medium():
+def test_retime_is_a_recipe_field_on_by_default_for_the_mazes():
     from multidiff.recipes import get_recipe, make_config
 
-    assert make_config(get_recipe("pointmaze_medium"), {}).retime == 1.0
-    assert make_config(get_recipe("pointmaze_umaze"), {}).retime == 0.0
+    for name in ("pointmaze_umaze", "pointmaze_medium", "pointmaze_large"):
+        assert make_config(get_recipe(name), {}).retime == 1.0
+    assert make_config(get_recipe("pendulum"), {}).retime == 0.0
     assert make_config(get_recipe("pointmaze_umaze"), {"retime": "0.5"}).retime == 0.5
     with pytest.raises(ValueError, match="retime"):
         make_config(get_recipe("pointmaze_umaze"), {"retime": "1.5"})
@@ -266,7 +268,7 @@ def test_retime_is_a_recipe_field_on_by_default_for_medium():
 def test_retime_needs_pd_tracking_of_goals(pendulum_file, tmp_path):
     config = R.PendulumConfig(dataset="file", data_path=str(pendulum_file), env_id="Pendulum-v1",
                               **{**TINY, "horizon": 8}, retime=1.0)
-    with pytest.raises(ValueError, match="retime needs goal reaching with pd tracking"):
+    with pytest.raises(ValueError, match="retime=1.0 needs goal reaching with pd tracking"):
         R.train(config, tmp_path / "run")
 
 

@@ -111,8 +111,9 @@ class PlannerSettings:
             raise ValueError(f"retime must be in [0, 1] (a fraction of the data's speed; 0: off), got {self.retime}")
         if self.retime and not (self.tracking == "pd" and self.goal_dims and self.max_step_change
                                 and self.step_accel > 0 and self.step_seconds > 0):
-            raise ValueError("retime needs goal reaching with pd tracking and the data's motion limits "
-                             "(max_step_change, step_accel > 0, step_seconds > 0; a trajectory recipe measures them)")
+            raise ValueError(f"retime={self.retime} needs goal reaching with pd tracking and the data's motion limits "
+                             f"(max_step_change, step_accel > 0, step_seconds > 0; a trajectory recipe measures them); "
+                             f"set retime=0 for this planner")
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
             raise ValueError(f"action_low and action_high need {self.act_dim} entries each")
         if any(not 0 <= d < self.obs_dim for d in self.goal_dims + self.rest_dims + self.position_dims
