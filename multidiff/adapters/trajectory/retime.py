@@ -182,4 +182,4 @@ def bend(points: np.ndarray, reach: int) -> np.ndarray:
     return turn / np.maximum(0.5 * (lb + la), 1e-12)
 
 
-__all__ = ["motion_limits", "retime_plan", "speed_profile", "thinned", "bend"]
+__all__ = ["bend", "distance_at", "motion_limits", "retime_plan", "smoothed", "speed_profile", "thinned"]
