@@ -85,6 +85,33 @@ def test_a_masked_example_drops_its_label_at_the_context_rate():
     assert torch.equal(seen["label"], expected)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_known_loss_weight_weighs_the_known_frames_of_a_masked_example(weight):
+    config = make_config(get_recipe("spoken_digits"), {**TINY, "mask_rate": 0.5, "known_loss_weight": weight})
+    probe = R.build_model(config, 3)
+
+    def raw(x, sigma, cond):  # x0 = 0, so the target is -x: exact on the frames to fill, off by 2 on known ones
+        known = cond["image"][:, 1:2]  # (B, 1, bins, T): the mask channel
+        ones = torch.ones(x.shape[0], 1, 1, 1)
+        return -x + 2.0 * known, ones, ones
+
+    probe.raw = raw
+    batch = {"x": torch.zeros(400, 1, BINS, 16), "cond": torch.zeros(400, dtype=torch.long)}
+    loss = R.masked_loss(probe, batch, torch.Generator().manual_seed(0), weighting=lambda s: torch.ones_like(s),
+                         dropout=0.1, null_class=3, config=config)
+    from multidiff.adapters.audio import random_masks
+
+    generator = torch.Generator().manual_seed(0)  # the same masks, drawn again after the label uniforms
+    torch.rand(400, generator=generator)
+    known = random_masks(400, config.spectrogram, generator=generator, empty=0.5,
+                  gap_seconds=(config.gap_min_seconds, config.gap_max_seconds)).flatten(1).mean(1)  # share known
+    expected = 4.0 * weight * known / (weight * known + 1 - known)  # the known frames' share of the mean
+    torch.testing.assert_close(loss, expected.float())
+    assert (loss[known == 0] == 0).all() and (loss[known > 0] > 0).all() == (weight > 0)
+    with pytest.raises(ValueError, match="known_loss_weight"):
+        make_config(get_recipe("spoken_digits"), {"known_loss_weight": "2"})
+
+
 def test_the_run_carries_its_spectrogram(tone_run):
     config = R.read_config(tone_run)
     assert config.spectrogram.bins == BINS and config.spectrogram.frames == 16 and config.sample_rate == 8000

@@ -55,6 +55,9 @@ class AudioConfig(ClassConditionalConfig):
     # a masked training example's label is dropped with this probability (label_dropout for the rest):
     # a fill is drawn without a label, from the frames around it, so that path needs the training
     context_label_dropout: float = 0.1
+    # weight of a masked example's known frames in its loss (1: every frame alike; 0: only the frames to fill,
+    # as masked modelling trains; the known ones are in the context, so the net can copy them)
+    known_loss_weight: float = 1.0
     # inpainting starts from the straight line across the hidden frames noised to this sigma (SDEdit-style),
     # not from pure noise; 0: from pure noise
     inpaint_start_sigma: float = 0.0
@@ -71,7 +74,7 @@ class AudioConfig(ClassConditionalConfig):
         if self.dataset == "folder" and not self.data_root:
             raise ValueError("the folder dataset needs data_root=DIR (a folder of WAV files, one subfolder per "
                              "class or none)")
-        for name in ("mask_rate", "context_label_dropout"):
+        for name in ("mask_rate", "context_label_dropout", "known_loss_weight"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.inpaint_start_sigma < 0:
@@ -250,7 +253,8 @@ def masked_loss(model: Precond, batch: dict, generator: torch.Generator, *, weig
     (:func:`~multidiff.adapters.audio.random_masks`: nothing known with probability ``1 - mask_rate``),
     each label dropped to ``null_class`` with probability ``dropout`` (classifier-free guidance), or
     ``context_dropout`` where the clip has known frames (default ``dropout``), and the denoising loss
-    over every frame given the known frames and the mask (:func:`conditioning`). Everything random
+    over every frame given the known frames and the mask (:func:`conditioning`; the known frames
+    weighted by ``config.known_loss_weight``). Everything random
     comes from ``generator`` (one uniform per label, then the masks, as :func:`drop_labels` draws)."""
     x0, labels = batch["x"], batch.get("cond")
     context_dropout = dropout if context_dropout is None else context_dropout
@@ -264,8 +268,11 @@ def masked_loss(model: Precond, batch: dict, generator: torch.Generator, *, weig
         drop = chance < torch.where(given, torch.full_like(chance, context_dropout), torch.full_like(chance, dropout))
         labels = torch.where(drop, torch.full_like(labels, null_class), labels)
     sigma = model.schedule.sample_sigmas(x0.shape[0], generator=generator, device=x0.device)
+    frames = None  # every frame counts alike
+    if config.known_loss_weight != 1:  # (B, 1, 1, T): the frames to fill 1, the known ones known_loss_weight
+        frames = 1 - (1 - config.known_loss_weight) * mask
     return denoising_loss(model, x0, sigma, weighting=weighting, cond=conditioning(config, labels, x0, mask),
-                          generator=generator)
+                          generator=generator, mask=frames)
 
 
 def objective(config: AudioConfig, num_classes: int, conditional: bool):
