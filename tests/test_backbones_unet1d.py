@@ -87,6 +87,33 @@ def test_a_conditioning_signal_is_read_beside_the_input():
         UNet1DConfig(io_kernel_size=2)
 
 
+def test_top_channels_widen_the_first_level_only():
+    """``top_channels`` sets the input conv's and the full-length level's width, which the output conv reads
+    (so with as many channels as features the output can reach every feature); the deeper levels keep
+    theirs, and the default width is the same network, weight for weight."""
+    torch.manual_seed(0)
+    plain = small(in_channels=24, io_kernel_size=1)
+    torch.manual_seed(0)
+    same = small(in_channels=24, io_kernel_size=1, top_channels=16)  # base_channels * channel_mults[0]
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), same.state_dict().values()))
+    wide = _randomise(small(in_channels=24, io_kernel_size=1, top_channels=24, context_dim=5,
+                            cross_attention="all"))
+    assert wide.config.level_channels == (24, 32) and plain.config.level_channels == (16, 32)
+    assert wide.conv_in.out_channels == 24 and wide.conv_out.in_channels == 24
+    assert torch.linalg.matrix_rank(wide.conv_out.weight[:, :, 0]) == 24  # every output feature reachable
+    assert torch.linalg.matrix_rank(_randomise(plain).conv_out.weight[:, :, 0]) == 16
+    deeper = {k: v.shape for k, v in plain.state_dict().items()
+              if k.startswith("mid") or (k.startswith(("down.1", "up.0")) and ".conv2." in k)}
+    assert len(deeper) > 6 and deeper == {k: v.shape for k, v in wide.state_dict().items() if k in deeper}
+    x = torch.randn(2, 24, 16)
+    out = wide(x, torch.randn(2), {"context": torch.randn(2, 3, 5)})
+    assert out.shape == x.shape and out.abs().sum() > 0
+    with pytest.raises(ValueError, match="top_channels"):
+        UNet1DConfig(top_channels=-1)
+    with pytest.raises(ValueError, match="num_heads"):
+        UNet1DConfig(channel_mults=(1,), top_channels=30, mid_attention=True, num_heads=4)
+
+
 @pytest.mark.parametrize("where, blocks", [("mid", 0), ("up", 6), ("all", 10)])
 def test_cross_attention_after_the_blocks_reads_the_context_there(where, blocks):
     """``cross_attention`` "up" / "all" adds one cross-attention after each residual block of the way up

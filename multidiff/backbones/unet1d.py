@@ -55,6 +55,10 @@ class UNet1DConfig:
     length: int = 32  # the sequence length T it is built for
     base_channels: int = 64
     channel_mults: tuple[int, ...] = (1, 2, 4)  # one level per entry
+    # channels of the input conv and the first (full-length) level, which the output conv reads; 0: base_channels
+    # (the level: base_channels * channel_mults[0]). Per time step the output reaches at most this many
+    # directions, so with more features than that the noise a denoiser's skip lets through stays in the rest
+    top_channels: int = 0
     num_res_blocks: int = 1  # per level going down (one more going up)
     kernel_size: int = 5
     io_kernel_size: int = 0  # kernel of the input and output convolutions; 0: kernel_size (1: per-frame projections)
@@ -74,7 +78,8 @@ class UNet1DConfig:
     def __post_init__(self):
         check_positive(self, "in_channels", "length", "base_channels", "num_res_blocks", "kernel_size", "num_heads",
                        "norm_groups")
-        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size", "context_dim", "context_proj")
+        check_non_negative(self, "num_classes", "cond_channels", "io_kernel_size", "context_dim", "context_proj",
+                           "top_channels")
         check_dropout(self)
         if self.out_channels is not None:
             check_positive(self, "out_channels")
@@ -98,21 +103,29 @@ class UNet1DConfig:
             raise ValueError(f"UNet1DConfig.cross_attention must be one of {CROSS_ATTENTION}, got "
                              f"{self.cross_attention!r}")
         if self.cross_attention != "mid" and self.context_dim:
-            for mult in mults:
-                if (self.base_channels * mult) % self.num_heads:
-                    raise ValueError(f"cross-attention over {self.base_channels * mult} channels cannot be split "
+            for width in self.level_channels:
+                if width % self.num_heads:
+                    raise ValueError(f"cross-attention over {width} channels cannot be split "
                                      f"into num_heads={self.num_heads} heads")
         if self.context_proj and not self.context_dim:
             raise ValueError("UNet1DConfig.context_proj needs a context (context_dim > 0)")
         if self.pooled_context and not self.context_dim:
             raise ValueError("UNet1DConfig.pooled_context needs a context (context_dim > 0)")
-        if (self.mid_attention or self.context_dim) and (self.base_channels * mults[-1]) % self.num_heads:
-            raise ValueError(f"mid attention over {self.base_channels * mults[-1]} channels cannot be split into "
+        if (self.mid_attention or self.context_dim) and self.level_channels[-1] % self.num_heads:
+            raise ValueError(f"mid attention over {self.level_channels[-1]} channels cannot be split into "
                              f"num_heads={self.num_heads} heads")
 
     @property
     def output_channels(self) -> int:
         return self.in_channels if self.out_channels is None else self.out_channels
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        """The width of each level, first (full length) to last."""
+        widths = [self.base_channels * mult for mult in self.channel_mults]
+        if self.top_channels:
+            widths[0] = self.top_channels
+        return tuple(widths)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "UNet1DConfig":
@@ -193,20 +206,21 @@ class UNet1D(nn.Module):
     def __init__(self, config: UNet1DConfig = UNet1DConfig()):
         super().__init__()
         self.config = config
-        base, mults = config.base_channels, config.channel_mults
+        base, mults, widths = config.base_channels, config.channel_mults, config.level_channels
         emb_dim = 4 * base
         self.embed = ConditioningEmbedding(config.embedding, base, emb_dim, config.num_classes, config.fourier_scale)
         self.pool = nn.Linear(config.context_dim, emb_dim) if config.pooled_context else None
         k = config.kernel_size
         io = config.io_kernel_size or k
-        self.conv_in = nn.Conv1d(config.in_channels + config.cond_channels, base, io, padding=io // 2)
-        channels, skip_channels = base, [base]
+        first = config.top_channels or base  # the input conv's width
+        self.conv_in = nn.Conv1d(config.in_channels + config.cond_channels, first, io, padding=io // 2)
+        channels, skip_channels = first, [first]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
-        for level, mult in enumerate(mults):
+        for level, width in enumerate(widths):
             blocks = nn.ModuleList()
             for _ in range(config.num_res_blocks):
-                blocks.append(ResBlock1D(channels, base * mult, emb_dim, config))
-                channels = base * mult
+                blocks.append(ResBlock1D(channels, width, emb_dim, config))
+                channels = width
                 skip_channels.append(channels)
             self.down.append(blocks)
             if level < len(mults) - 1:
@@ -220,8 +234,8 @@ class UNet1D(nn.Module):
         for level in reversed(range(len(mults))):
             blocks = nn.ModuleList()
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResBlock1D(channels + skip_channels.pop(), base * mults[level], emb_dim, config))
-                channels = base * mults[level]
+                blocks.append(ResBlock1D(channels + skip_channels.pop(), widths[level], emb_dim, config))
+                channels = widths[level]
             self.up.append(blocks)
             if level > 0:
                 self.upsample.append(nn.Conv1d(channels, channels, 3, padding=1))
@@ -231,11 +245,11 @@ class UNet1D(nn.Module):
         self.context_proj = nn.Linear(config.context_dim, config.context_proj) if config.context_proj else None
         self.block_cross = None  # cross-attention after each residual block, in the order forward runs them
         if config.context_dim and config.cross_attention != "mid":
-            widths = [base * mults[level] for level in reversed(range(len(mults)))
-                      for _ in range(config.num_res_blocks + 1)]  # the way up
+            attended = [widths[level] for level in reversed(range(len(mults)))
+                        for _ in range(config.num_res_blocks + 1)]  # the way up
             if config.cross_attention == "all":  # the way down runs first
-                widths = [base * mult for mult in mults for _ in range(config.num_res_blocks)] + widths
-            self.block_cross = nn.ModuleList(MidCrossAttention(width, config) for width in widths)
+                attended = [width for width in widths for _ in range(config.num_res_blocks)] + attended
+            self.block_cross = nn.ModuleList(MidCrossAttention(width, config) for width in attended)
 
     @property
     def null_class(self) -> int:
@@ -280,7 +294,7 @@ class UNet1D(nn.Module):
             emb = emb + self.pool(pooled_context(parts.context, parts.context_mask, x.shape[0], config.context_dim,
                                                  emb))
         emb = F.mish(emb)
-        h = self.conv_in(x if signal is None else torch.cat([x, signal], dim=1))  # (B, base, T)
+        h = self.conv_in(x if signal is None else torch.cat([x, signal], dim=1))  # (B, top_channels or base, T)
         skips = [h]
         cross = iter(self.block_cross) if self.block_cross is not None else None
         context = parts.context
