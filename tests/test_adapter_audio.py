@@ -252,6 +252,44 @@ def test_context_signal_and_the_fill_baselines():
     assert torch.allclose(A.hidden_lsd(shifted, flat, tail, spec), torch.tensor([5.0]))  # 0.1 units = 5 dB
 
 
+def _line_by_loops(known, mask):
+    """The straight line across each hidden run, frame by frame (what interpolate_frames computes at once)."""
+    out = known.clone().float()
+    frames = known.shape[-1]
+    for b in range(known.shape[0]):
+        flags = mask[b].reshape(-1) > 0
+        for t in range(frames):
+            if flags[t]:
+                continue
+            before = [k for k in range(t) if flags[k]]
+            after = [k for k in range(t + 1, frames) if flags[k]]
+            lo, hi = (before[-1] if before else -1), (after[0] if after else frames)
+            left = known[b, ..., lo] if before else torch.full_like(known[b, ..., 0], -1.0)
+            right = known[b, ..., hi] if after else torch.full_like(known[b, ..., 0], -1.0)
+            w = (t - lo) / (hi - lo)
+            out[b, ..., t] = (1 - w) * left + w * right
+    return out
+
+
+def test_the_line_across_random_masks_and_the_line_as_context():
+    """interpolate_frames on every kind of training mask (gaps, continuations, nothing known) equals the
+    frame-by-frame line; context_signal's "line" fill holds it in the hidden frames, "zero" holds 0."""
+    spec = A.SpectrogramConfig(frames=24)
+    known = torch.rand(40, 1, 5, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mask = A.random_masks(40, spec, generator=torch.Generator().manual_seed(0), empty=0.2, gap_seconds=(0.02, 0.2))
+    assert (mask.flatten(1).amax(1) == 0).any() and (mask.flatten(1).amin(1) == 0).all()
+    line = A.interpolate_frames(known, mask)
+    torch.testing.assert_close(line, _line_by_loops(known, mask))
+    signal = A.context_signal(known, mask, "line")
+    assert torch.equal(signal[:, 0], line[:, 0])
+    assert torch.equal(signal[:, 1], torch.broadcast_to(mask[:, 0], (40, 5, 24)))
+    zero = A.context_signal(known, mask)
+    assert torch.equal(zero[:, 1], signal[:, 1]) and torch.equal(zero[:, 0], (known * mask)[:, 0])
+    assert not torch.equal(zero, signal)
+    with pytest.raises(ValueError, match="unknown context fill 'blur'"):
+        A.context_signal(known, mask, "blur")
+
+
 # 96 mels of a 512-point STFT at 16 kHz: narrow low bands share STFT bins, so the filterbank is rank-deficient
 NARROW = A.SpectrogramConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, frames=48, griffin_lim_iters=16)
 

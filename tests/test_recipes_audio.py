@@ -4,6 +4,7 @@ the tests run anywhere; one test trains spoken_digits itself where espeak-ng/fli
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,6 +111,29 @@ def test_known_loss_weight_weighs_the_known_frames_of_a_masked_example(weight):
     assert (loss[known == 0] == 0).all() and (loss[known > 0] > 0).all() == (weight > 0)
     with pytest.raises(ValueError, match="known_loss_weight"):
         make_config(get_recipe("spoken_digits"), {"known_loss_weight": "2"})
+
+
+def test_the_context_fill_and_the_top_width_reach_the_denoiser():
+    """context_fill="line": a mask-aware run's context holds the straight line across the hidden frames;
+    top_width widens the U-Net's first level (and its output) to that many channels."""
+    from multidiff.adapters.audio import interpolate_frames, task_mask
+
+    config = make_config(get_recipe("spoken_digits"), {**TINY, "context_fill": "line", "top_width": 24})
+    known = torch.rand(3, 1, BINS, 16) * 2 - 1
+    mask = task_mask(3, config.spectrogram, "gap")
+    cond = R.conditioning(config, torch.tensor([0, 1, 2]), known, mask)
+    assert torch.equal(cond["image"][:, 0:1], interpolate_frames(known, mask))
+    zero = R.conditioning(replace(config, context_fill="zero"), None, known, mask)
+    assert torch.equal(zero["image"][:, 0:1], known * mask) and "label" not in zero
+    model = R.build_model(config, 3)
+    assert model.backbone.conv_out.in_channels == 24 and model.backbone.conv_in.out_channels == 24
+    assert R.build_model(replace(config, top_width=0), 3).backbone.conv_out.in_channels == 16  # tiny's own
+    out = model(known, torch.full((3,), 0.5), cond)
+    assert out.shape == known.shape
+    with pytest.raises(ValueError, match="context_fill"):
+        make_config(get_recipe("spoken_digits"), {"context_fill": "blur"})
+    with pytest.raises(ValueError, match="top_width is a setting of the unet1d backbone"):
+        make_config(get_recipe("spoken_digits"), {"backbone": "unet2d", "top_width": "96"})
 
 
 def test_the_run_carries_its_spectrogram(tone_run):

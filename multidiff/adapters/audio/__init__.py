@@ -48,7 +48,7 @@ measures) and :mod:`.pictures`.
 
 from .files import (AudioFileError, fit_clip, load_wav, read_wav, resample, resample_clips, save_wav, to_mono,
                     trim_silence)
-from .inpainting import (INPAINT_TASKS, context_signal, frame_mask, gap_mask, hidden_lsd, hidden_rms,
+from .inpainting import (CONTEXT_FILLS, INPAINT_TASKS, context_signal, frame_mask, gap_mask, hidden_lsd, hidden_rms,
                          inpaint_frames, interpolate_frames, random_masks, silence_fill, task_mask)
 from .pictures import save_spectrograms
 from .pitch import cents, estimate_f0, midi_to_hz
@@ -56,9 +56,9 @@ from .spectrogram import (MEL_INVERSES, SCALES, SpectrogramConfig, decode, encod
                           mel_filterbank, mel_power, mel_to_linear, power_spectrogram, spectral_convergence,
                           stft_magnitude, to_power)
 
-__all__ = ["AudioFileError", "INPAINT_TASKS", "MEL_INVERSES", "SCALES", "SpectrogramConfig", "cents", "context_signal",
-           "decode", "encode", "estimate_f0", "fit_clip", "frame_mask", "gap_mask", "griffin_lim", "hidden_lsd",
-           "hidden_rms", "inpaint_frames", "interpolate_frames", "load_wav", "log_spectral_distance", "mel_filterbank",
-           "mel_power", "mel_to_linear", "midi_to_hz", "power_spectrogram", "random_masks", "read_wav", "resample",
-           "resample_clips", "save_spectrograms", "save_wav", "silence_fill", "spectral_convergence", "stft_magnitude",
-           "task_mask", "to_mono", "to_power", "trim_silence"]
+__all__ = ["AudioFileError", "CONTEXT_FILLS", "INPAINT_TASKS", "MEL_INVERSES", "SCALES", "SpectrogramConfig", "cents",
+           "context_signal", "decode", "encode", "estimate_f0", "fit_clip", "frame_mask", "gap_mask", "griffin_lim",
+           "hidden_lsd", "hidden_rms", "inpaint_frames", "interpolate_frames", "load_wav", "log_spectral_distance",
+           "mel_filterbank", "mel_power", "mel_to_linear", "midi_to_hz", "power_spectrogram", "random_masks",
+           "read_wav", "resample", "resample_clips", "save_spectrograms", "save_wav", "silence_fill",
+           "spectral_convergence", "stft_magnitude", "task_mask", "to_mono", "to_power", "trim_silence"]

@@ -76,11 +76,20 @@ def random_masks(batch: int, spec: SpectrogramConfig, *, generator: torch.Genera
     return known.float()[:, None, None, :]
 
 
-def context_signal(known: Tensor, mask: Tensor) -> Tensor:
-    """What a mask-aware denoiser reads beside ``x``: ``(B, 2, F, T)``, the known frames (0 where
-    hidden) and the mask broadcast over frequency. ``known (B, 1, F, T)``, ``mask (B, 1, 1, T)``."""
-    mask = torch.broadcast_to(mask.to(known), known.shape)
-    return torch.cat([known * mask, mask], dim=1)
+CONTEXT_FILLS = ("zero", "line")  # what context_signal puts in the hidden frames
+
+
+def context_signal(known: Tensor, mask: Tensor, fill: str = "zero") -> Tensor:
+    """What a mask-aware denoiser reads beside ``x``: ``(B, 2, F, T)``, the known frames and the mask
+    broadcast over frequency. ``known (B, 1, F, T)``, ``mask (B, 1, 1, T)``. The hidden frames hold 0
+    (``fill="zero"``) or the straight line across them (``"line"``, :func:`interpolate_frames`): a first
+    guess the network can refine, where 0 leaves it to find the frames around the gap itself."""
+    if fill not in CONTEXT_FILLS:
+        raise ValueError(f"unknown context fill {fill!r}; choose one of: {', '.join(CONTEXT_FILLS)}")
+    full = torch.broadcast_to(mask.to(known), known.shape)
+    if fill == "line":
+        return torch.cat([interpolate_frames(known, mask).to(known), full], dim=1)
+    return torch.cat([known * full, full], dim=1)
 
 
 def inpaint_frames(denoiser, known: Tensor, mask: Tensor, sigmas: Tensor, *, method: str = DEFAULT_METHOD,
@@ -107,26 +116,21 @@ def interpolate_frames(known: Tensor, mask: Tensor) -> Tensor:
     it to the first known frame after it. A run that reaches the clip's edge is drawn to silence
     (-1) at the edge (the clips are padded with silence at the end). ``known (B, 1, F, T)``,
     ``mask (B, 1, 1, T)`` (the same mask for every bin)."""
-    out = known.clone().float()
     frames = known.shape[-1]
-    for b in range(known.shape[0]):
-        flags = mask[b].reshape(-1) > 0
-        t = 0
-        while t < frames:
-            if flags[t]:
-                t += 1
-                continue
-            stop = t
-            while stop < frames and not flags[stop]:
-                stop += 1
-            left = out[b, ..., t - 1] if t > 0 else torch.full_like(out[b, ..., 0], -1.0)
-            right = out[b, ..., stop] if stop < frames else torch.full_like(out[b, ..., 0], -1.0)
-            ends = (t - 1, stop)  # frame positions of the two anchors (an edge is one frame outside)
-            for k in range(t, stop):
-                w = (k - ends[0]) / (ends[1] - ends[0])
-                out[b, ..., k] = (1 - w) * left + w * right
-            t = stop
-    return out
+    flags = mask.reshape(mask.shape[0], -1) > 0  # (B, T)
+    t = torch.arange(frames, device=known.device).expand_as(flags)
+    left = torch.where(flags, t, -1).cummax(1).values  # the last known frame at or before t; -1: the edge
+    right = torch.where(flags, t, frames).flip(1).cummin(1).values.flip(1)  # the first at or after; T: the edge
+    w = (t - left).double() / (right - left).double()  # (B, T): how far along its run
+    edge = torch.full_like(known[..., :1], -1.0, dtype=torch.float32)
+    padded = torch.cat([known.float(), edge, edge], dim=-1)  # frame T and T + 1 (for -1): silence
+
+    def at(index: Tensor) -> Tensor:
+        index = torch.where(index >= 0, index, frames + 1)[:, None, None, :]
+        return torch.gather(padded, -1, torch.broadcast_to(index, padded.shape[:-1] + (frames,)))
+
+    line = (1 - w).float()[:, None, None, :] * at(left) + w.float()[:, None, None, :] * at(right)
+    return torch.where(torch.broadcast_to(flags[:, None, None, :], line.shape), known.float(), line)
 
 
 def hidden_rms(estimate: Tensor, reference: Tensor, mask: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from ...adapters.audio import SpectrogramConfig, context_signal, random_masks
+from ...adapters.audio import CONTEXT_FILLS, SpectrogramConfig, context_signal, random_masks
 from ...backbones import UNet1D, UNet1DConfig, UNet2D, UNet2DConfig
 from ...core.guidance import ClassifierFreeGuidance
 from ...core.losses import denoising_loss
@@ -48,10 +48,16 @@ class AudioConfig(ClassConditionalConfig):
     # model
     backbone: str = "unet1d"  # "unet1d" (frequency bins as channels, convolutions over time) or "unet2d"
     io_kernel: int = 0  # unet1d: kernel of its input and output convolutions (0: its own; 1: per-frame projections)
+    # unet1d: channels of its first (full-length) level, which its output reads (0: the preset's); below the bin
+    # count the output cannot reach every bin, and the noise the denoiser's skip passes there stays as grain
+    top_width: int = 0
     # mask-aware: the denoiser also reads the known frames and their mask (cond["image"]); a share
     # mask_rate of training examples gets a random gap (gap_seconds) or continuation to fill
     mask_aware: bool = False
     mask_rate: float = 0.5
+    # what the context holds in the hidden frames: "zero", or "line" (the straight line across them, a first
+    # guess to refine; see multidiff.adapters.audio.context_signal)
+    context_fill: str = "zero"
     # a masked training example's label is dropped with this probability (label_dropout for the rest):
     # a fill is drawn without a label, from the frames around it, so that path needs the training
     context_label_dropout: float = 0.1
@@ -66,8 +72,9 @@ class AudioConfig(ClassConditionalConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, {"dataset": AUDIO_DATASETS, "backbone": BACKBONES}, at_least_one=("clips_per_class",),
-                     non_negative=("io_kernel",))
+        check_fields(self, {"dataset": AUDIO_DATASETS, "backbone": BACKBONES, "context_fill": CONTEXT_FILLS},
+                     at_least_one=("clips_per_class",),
+                     non_negative=("io_kernel", "top_width"))
         presets = ("tiny", "small", "medium", "base") if self.backbone == "unet1d" else ("tiny", "small", "base")
         if self.preset not in presets:
             raise ValueError(f"unknown {self.backbone} preset {self.preset!r}; choose one of: {', '.join(presets)}")
@@ -77,6 +84,8 @@ class AudioConfig(ClassConditionalConfig):
         for name in ("mask_rate", "context_label_dropout", "known_loss_weight"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.top_width and self.backbone != "unet1d":
+            raise ValueError(f"top_width is a setting of the unet1d backbone, not of {self.backbone}")
         if self.inpaint_start_sigma < 0:
             raise ValueError(f"inpaint_start_sigma must be >= 0 (0: start from pure noise), got "
                              f"{self.inpaint_start_sigma}")
@@ -173,7 +182,8 @@ CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
 # what a run folder saved before a field existed means (older runs: mel spectrograms inverted by plain least
 # squares, no mask channels, inpainting from pure noise)
 LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0,
-                 "inpaint_start_sigma": 0.0}
+                 "inpaint_start_sigma": 0.0, "top_width": 0,
+                 "context_fill": "zero"}
 CLASSIFIER_DATASETS = ("spoken_digits", "notes")
 DESCRIPTIONS = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), 16 kHz, "
@@ -209,6 +219,8 @@ def build_model(config: AudioConfig, num_classes: int) -> Precond:
             options["cond_channels"] = 2 * spec.bins
         if config.width:
             options["base_channels"] = config.width
+        if config.top_width:
+            options["top_channels"] = config.top_width
         backbone_config, backbone_cls = UNet1DConfig.preset(config.preset, **options), UNet1D
     else:
         options = dict(image_size=(spec.bins, spec.frames), in_channels=1, num_classes=classes,
@@ -233,7 +245,7 @@ def conditioning(config: AudioConfig, labels: torch.Tensor | None, known: torch.
     if not config.mask_aware:
         return labels
     mask = torch.zeros(known.shape[0], 1, 1, known.shape[-1], device=known.device) if mask is None else mask
-    signal = context_signal(known, mask)
+    signal = context_signal(known, mask, config.context_fill)
     return {"image": signal} if labels is None else {"label": labels, "image": signal}
 
 
