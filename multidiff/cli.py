@@ -270,8 +270,11 @@ def _prompts(texts: tuple[str, ...], path: Path | None) -> list[str] | None:
               help="Output stem: OUT.png (rows: input with the hole black, filled, original) and OUT.npz "
                    "(samples, masked, reference, mask, labels); audio runs also write OUT/ with one WAV per clip.")
 @click.option("--label", type=click.IntRange(min=0), help="Class-conditional runs: fill towards this class "
-                                                          "(default: no label, the null class).")
-@click.option("--guidance", type=click.FloatRange(min=0), help="With --label: the guidance scale (default: the run's).")
+                                                          "(default: no label, the null class; a run that infers "
+                                                          "one, as spoken_digits does: the class its known part "
+                                                          "sounds like to it).")
+@click.option("--guidance", type=click.FloatRange(min=0), help="With --label (or an inferred one): the guidance scale "
+                                                               "(default: the run's).")
 @click.option("--reconstruction-scale", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Reconstruction guidance on top of replacement (0: replacement only).")
 @_run_options

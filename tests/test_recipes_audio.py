@@ -240,7 +240,10 @@ def test_a_fill_can_be_guided_to_the_class_its_known_frames_sound_like(tone_run)
     assert torch.equal(direct, inferred)
     keep = torch.broadcast_to(filled["mask"], filled["reference"].shape) > 0
     assert torch.equal(filled["spectrograms"][keep], filled["reference"][keep])
-    assert "inferred_labels" not in R.inpaint_test(tone_run, num=2, region="gap", seed=2)
+    assert config.inpaint_infer_label  # spoken_digits' default: a fill without a label infers one
+    assert torch.equal(R.inpaint_test(tone_run, num=2, region="gap", seed=2)["inferred_labels"], inferred)
+    assert "inferred_labels" not in R.inpaint_test(tone_run, num=2, region="gap", seed=2, infer_label=False)
+    assert "inferred_labels" not in R.inpaint_test(tone_run, num=2, region="gap", seed=2, label=1)
     with pytest.raises(ValueError, match="not both"):
         R.inpaint_test(tone_run, num=2, region="gap", label=0, infer_label=True)
 
@@ -248,9 +251,10 @@ def test_a_fill_can_be_guided_to_the_class_its_known_frames_sound_like(tone_run)
 def test_inpainting_is_judged_beside_its_baselines(tone_run):
     report = R.evaluate_inpainting(tone_run, region="gap", num=2, seed=0)
     methods = report["methods"]
-    assert set(methods) == {"model", "model from noise", "model, replacement only", "silence", "linear interpolation",
+    assert set(methods) == {"model", "model, no label", "model, replacement only", "silence", "linear interpolation",
                             "original", "original_decoded"}
-    assert report["start_sigma"] == R.read_config(tone_run).inpaint_start_sigma == 0.3  # spoken_digits' default
+    assert report["start_sigma"] == R.read_config(tone_run).inpaint_start_sigma == 0  # spoken_digits': from noise
+    assert 0 <= report["inferred_label_accuracy"] <= 1
     assert all(methods[m]["rms"] > 0 and methods[m]["lsd_db"] > 0 for m in ("model", "silence"))
     assert methods["original"]["accuracy"] is None  # the folder dataset has no bundled classifier
     assert report["rms_over_linear_interpolation"] == methods["model"]["rms"] / methods["linear interpolation"]["rms"]
@@ -262,12 +266,16 @@ def test_runs_saved_before_the_linear_scale_read_as_mel(tone_run, tmp_path):
     a new run saves the NNLS inverse."""
     saved = json.loads((tone_run / "config.json").read_text())
     assert saved["config"]["mel_inverse"] == "nnls" and R.read_config(tone_run).spectrogram.mel_inverse == "nnls"
-    for key in ("scale", "mask_aware", "mel_inverse", "inpaint_start_sigma"):
+    assert saved["config"]["top_width"] == 96 and saved["config"]["context_fill"] == "line"
+    saved["config"]["inpaint_start_sigma"] = 0.3
+    for key in ("scale", "mask_aware", "mel_inverse", "inpaint_start_sigma", "top_width", "context_fill",
+                "inpaint_infer_label"):
         saved["config"].pop(key)
     (tmp_path / "config.json").write_text(json.dumps(saved))
     config = R.read_config(tmp_path)
     assert config.scale == "mel" and not config.mask_aware and config.spectrogram.mel_inverse == "lstsq"
     assert config.inpaint_start_sigma == 0  # older runs fill from pure noise
+    assert config.top_width == 0 and config.context_fill == "zero" and not config.inpaint_infer_label
     assert run_spectrogram(tmp_path).mel_inverse == "lstsq"
 
 

@@ -86,11 +86,12 @@ def evaluate_inpainting(run_dir: str | os.PathLike, *, region: str | None = None
                         reconstruction_scale: float = 0.0) -> dict:
     """Fill ``num`` held-out clips (``region`` or a known-frame ``mask``, as :func:`inpaint_test`) and judge
     each fill inside the hidden frames beside the baselines: the run's fill, the same network
-    unconditioned (mask hidden from it) held by replacement only, silence, and a straight line
+    unconditioned (mask hidden from it, no label) held by replacement only, silence, and a straight line
     across the gap (:func:`~multidiff.adapters.audio.interpolate_frames`). Per method: RMS in model
     units and log-spectral distance (dB) inside the hidden frames, and the share of decoded clips the
     bundled classifier recognises as their class; a run that starts its fills from the noised
-    straight line (``inpaint_start_sigma``) also gets ``model from noise``; ``original`` is the real
+    straight line (``inpaint_start_sigma``) also gets ``model from noise``, one that infers the fill's label
+    (``inpaint_infer_label``) ``model, no label`` and ``inferred_label_accuracy``; ``original`` is the real
     clip itself and ``original_decoded`` its spectrogram through the run's decoder."""
     from ...metrics.audio import load_audio_classifier, predict_audio
 
@@ -103,8 +104,11 @@ def evaluate_inpainting(run_dir: str | os.PathLike, *, region: str | None = None
     if config.inpaint_start_sigma > 0:  # the same fill from pure noise, not from the noised straight line
         fills["model from noise"] = inpaint_test(run_dir, reconstruction_scale=reconstruction_scale, start_sigma=0,
                                                  **options)["spectrograms"]
+    if "inferred_labels" in filled:  # the same fill without the inferred label: the null class
+        fills["model, no label"] = inpaint_test(run_dir, reconstruction_scale=reconstruction_scale, infer_label=False,
+                                                **options)["spectrograms"]
     if config.mask_aware:
-        fills["model, replacement only"] = inpaint_test(run_dir, context=False, start_sigma=0,
+        fills["model, replacement only"] = inpaint_test(run_dir, context=False, start_sigma=0, infer_label=False,
                                                         **options)["spectrograms"]
     fills["silence"] = silence_fill(reference, known)
     fills["linear interpolation"] = interpolate_frames(reference, known)
@@ -112,6 +116,8 @@ def evaluate_inpainting(run_dir: str | os.PathLike, *, region: str | None = None
     report = {"recipe": config.recipe, "region": region if mask is None else "mask", "num": num, "seed": seed,
               "hidden_seconds": hidden_seconds, "reconstruction_scale": reconstruction_scale,
               "start_sigma": config.inpaint_start_sigma, "methods": {}}
+    if "inferred_labels" in filled:  # how often the run named the clip's class from its known frames
+        report["inferred_label_accuracy"] = float((filled["inferred_labels"] == filled["labels"]).double().mean())
     classifier = None
     if config.dataset in CLASSIFIER_DATASETS:
         classifier, classifier_spec = load_audio_classifier(config.dataset, train_if_missing=True)

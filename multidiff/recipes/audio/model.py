@@ -67,6 +67,9 @@ class AudioConfig(ClassConditionalConfig):
     # inpainting starts from the straight line across the hidden frames noised to this sigma (SDEdit-style),
     # not from pure noise; 0: from pure noise
     inpaint_start_sigma: float = 0.0
+    # a fill given no label is drawn toward the class its known frames sound like to the run (infer_labels: a
+    # diffusion classifier), under guidance; off: the null class
+    inpaint_infer_label: bool = False
     gap_min_seconds: float = 0.05
     gap_max_seconds: float = 0.3
 
@@ -102,9 +105,12 @@ class AudioConfig(ClassConditionalConfig):
 @dataclass(frozen=True)
 class SpokenDigitsConfig(AudioConfig):
     """The CPU default: 16 kHz, 96 mels of a 512-point STFT (Griffin-Lim round trip at spectral
-    convergence 0.12), a mask-aware U-Net with per-frame projections in and out, sampled by Euler
-    ancestral in 12 steps: the deterministic samplers leave a grain on this network's spectrograms
-    that the fresh noise of an ancestral step washes out (docs/results/audio.md)."""
+    convergence 0.12), a mask-aware U-Net with per-frame projections in and out and a first level as
+    wide as the bins (so its output reaches every bin), sampled by Euler ancestral in 12 steps: the
+    deterministic samplers leave a grain on this network's spectrograms that the fresh noise of an
+    ancestral step washes out. Its context holds the straight line across the hidden frames, and a
+    fill starts from pure noise toward the digit the known frames sound like to the run
+    (docs/results/audio.md)."""
 
     recipe: ClassVar[str] = "spoken_digits"
     sample_rate: int = 16000
@@ -112,8 +118,10 @@ class SpokenDigitsConfig(AudioConfig):
     n_mels: int = 96
     mask_aware: bool = True
     context_label_dropout: float = 0.5
-    inpaint_start_sigma: float = 0.3
+    context_fill: str = "line"
+    inpaint_infer_label: bool = True
     io_kernel: int = 1
+    top_width: int = 96
     sampler: str = "euler_ancestral"
     sample_steps: int = 12
 
@@ -183,7 +191,7 @@ CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
 # squares, no mask channels, inpainting from pure noise)
 LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0,
                  "inpaint_start_sigma": 0.0, "top_width": 0,
-                 "context_fill": "zero"}
+                 "context_fill": "zero", "inpaint_infer_label": False}
 CLASSIFIER_DATASETS = ("spoken_digits", "notes")
 DESCRIPTIONS = {
     "spoken_digits": "class-conditional spectrogram diffusion of spoken digits (espeak-ng/flite voices), 16 kHz, "

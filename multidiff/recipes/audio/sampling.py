@@ -144,7 +144,7 @@ def infer_labels(model: Precond, config: AudioConfig, num_classes: int, known: t
 def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = None, label: int | None = None,
                  guidance: float | None = None, reconstruction_scale: float = 0.0, sampler: str | None = None,
                  steps: int | None = None, seed: int = 0, progress: bool = False, mask: torch.Tensor | None = None,
-                 context: bool = True, start_sigma: float | None = None, infer_label: bool = False) -> dict:
+                 context: bool = True, start_sigma: float | None = None, infer_label: bool | None = None) -> dict:
     """Time inpainting of ``num`` held-out clips drawn at random (from ``seed``): ``region`` ``continue``
     (default: keep the first half of the frames, generate the rest) or ``gap`` (fill the middle
     third), or any known-frame ``mask (1 or num, 1, 1, frames)``. A mask-aware run reads the known
@@ -152,7 +152,8 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     held to the known frames by replacement only, a baseline); every run keeps the known frames
     exactly by replacement, and ``reconstruction_scale > 0`` adds reconstruction guidance. Without
     ``label`` the null class fills (or, with ``infer_label``, the class the known frames sound like
-    to the run, :func:`infer_labels`, under guidance); with one, guidance toward it. ``start_sigma`` (default: the
+    to the run, :func:`infer_labels`, under guidance; default: the run's ``inpaint_infer_label``, off
+    where a label is given); with one, guidance toward it. ``start_sigma`` (default: the
     run's ``inpaint_start_sigma``) > 0 starts the sampler from the straight line across the hidden
     frames (:func:`~multidiff.adapters.audio.interpolate_frames`) noised to that sigma, on a Karras
     grid of ``steps`` from it (SDEdit-style); 0 starts from pure noise. Returns the :func:`draw`
@@ -168,6 +169,8 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
         raise ValueError(f"start_sigma must be >= 0 (0: start from pure noise), got {start_sigma}")
     classes = _run_classes(run_dir)
     check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
+    if infer_label is None:  # the run's setting, where there is a label to infer and none is given
+        infer_label = config.inpaint_infer_label and label is None and config.conditional and len(classes) > 1
     if infer_label and label is not None:
         raise ValueError("give a label or infer one from the known frames, not both")
     if infer_label and not (config.conditional and len(classes) > 1):
