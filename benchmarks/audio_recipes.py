@@ -20,7 +20,7 @@ sweep and a sampler-steps sweep (500 samples for digits, 300 for notes, one
 seed), the sampling cost, a spectrogram picture (docs/img/audio_<recipe>.png)
 and ten example WAVs (docs/audio/<recipe>/). Blocks ``audio_<recipe>``.
 
-``inpainting``: the digits run fills held-out clips without a label (the
+``inpainting``: the digits run fills held-out clips given no label (the
 CLI's ``--region gap`` and ``continue``, then centred gaps of 50-300 ms),
 beside silence, a straight line across the gap and the same network blind to
 the context (replacement only); RMS and log-spectral distance inside the
@@ -269,10 +269,20 @@ def inpainting(args) -> str:
         A.save_wav(filled["samples"][i], folder / f"{i:02d}-{digit}-filled.wav", spec.sample_rate)
         A.save_wav(filled["reference_audio"][i], folder / f"{i:02d}-{digit}-original.wav", spec.sample_rate)
     gap = reports["--region gap"]
+    if "inferred_label_accuracy" in gap:
+        label = (f"no label given: `model` is guided toward the digit the run infers from the known frames (right "
+                 f"in {gap['inferred_label_accuracy']:.0%} of the `--region gap` clips and "
+                 f"{reports['--region continue']['inferred_label_accuracy']:.0%} of the `continue` ones), `model, "
+                 f"no label` fills with the null class")
+    else:
+        label = "no label"
+    start = "pure noise"
+    if config.inpaint_start_sigma:
+        start = (f"the straight line noised to sigma {config.inpaint_start_sigma:g} (`model from noise`: from "
+                 f"pure noise)")
     return (f"Measured on {machine()} with the run in `{run}` ({config.recipe}, {spec.bins} {spec.scale} bins), "
-            f"{args.num} held-out clips (voices never trained on), no label, the run's sampler and steps; `model` "
-            f"starts from the straight line noised to sigma {config.inpaint_start_sigma:g}"
-            f"{' (`model from noise`: from pure noise)' if config.inpaint_start_sigma else ' (pure noise)'}. RMS: "
+            f"{args.num} held-out clips (voices never trained on), {label}, the run's sampler and steps; `model` "
+            f"starts from {start}. RMS: "
             f"model units inside the hidden frames; LSD: log-spectral distance (dB) inside them; accuracy: the "
             f"bundled classifier on the decoded clip against its true digit (`original`: the real clip). "
             f"`--region gap` fill / linear interpolation RMS: {gap['rms_over_linear_interpolation']:.2f}.\n\n"

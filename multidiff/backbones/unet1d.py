@@ -136,7 +136,8 @@ CROSS_ATTENTION = ("mid", "up", "all")  # UNet1DConfig.cross_attention: where th
 
 UNET1D_PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
-    # CPU recipes: spoken digits (32 mels x 48 frames, 2.9M parameters; spoken_digits_16k: 96 mels, mask-aware)
+    # CPU recipes: spoken digits (32 mels x 48 frames, 2.9M parameters; spoken_digits: 96 mels, mask-aware,
+    # top_channels 96, 3.2M)
     "small": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=1, mid_attention=True),
     # CPU recipes with more channels in: notes (64 mels x 32 frames, 6.5M parameters)
     "medium": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, mid_attention=True),

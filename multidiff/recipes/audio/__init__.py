@@ -29,8 +29,11 @@ A *mask-aware* run (``mask_aware``; ``spoken_digits``) reads the known frames an
 their mask as extra input channels; half its training clips get a random gap
 (50-300 ms) or continuation to fill, the other half nothing known, so the same
 network samples from scratch and inpaints with its context in view
-(replacement keeps the known frames exact on top). Its fills start from the
-straight line across the hidden frames noised to ``inpaint_start_sigma``.
+(replacement keeps the known frames exact on top). In ``spoken_digits`` the
+context holds the straight line across the hidden frames (``context_fill``),
+the U-Net's first level is as wide as the bins (``top_width``), and a fill given
+no label is guided toward the digit the known frames sound like to the run
+(``inpaint_infer_label``).
 
 Evaluation (``eval.json``, ``multidiff eval``) decodes samples to waveforms and
 judges them as audio with the bundled log-mel classifier of the dataset
