@@ -328,6 +328,8 @@ def test_notes_text_attends_to_the_prompt_where_its_config_says():
         assert (backbone.block_cross is not None) == (where != "mid")
     with pytest.raises(ValueError, match="cross_attention must be one of mid, up, all, got 'sideways'"):
         make_config(recipe, {"cross_attention": "sideways"})
+    wide = build_model(make_config(recipe, {"preset": "tiny", "cross_attention": "all", "top_width": "24"})).backbone
+    assert wide.config.level_channels[0] == 24 and wide.conv_out.in_channels == 24  # top_width reaches it too
 
 
 def test_notes_text_dropout_reaches_the_residual_blocks_and_is_checked():

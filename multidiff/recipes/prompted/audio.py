@@ -90,6 +90,8 @@ def build_model(config: NotesTextConfig) -> Precond:
                    cross_attention=config.cross_attention, context_proj=config.context_proj)
     if config.width:
         options["base_channels"] = config.width
+    if config.top_width:
+        options["top_channels"] = config.top_width
     if config.dropout:
         options["dropout"] = config.dropout
     backbone_config = UNet1DConfig.preset(config.preset, **options)
