@@ -123,11 +123,14 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     return drawn
 
 
-INFER_SIGMAS = (0.1, 0.2, 0.35, 0.6, 1.0, 1.6, 2.5)  # noise levels at which infer_labels compares the classes
+# noise levels at which infer_labels compares the classes, and the noise draws at each: the low levels told the
+# digits apart least, and more draws beat more levels (docs/results/audio.md)
+INFER_SIGMAS = (0.35, 0.6, 1.0, 1.6, 2.5, 4.0)
+INFER_DRAWS = 4
 
 
 def infer_labels(model: Precond, config: AudioConfig, num_classes: int, known: torch.Tensor, mask: torch.Tensor, *,
-                 sigmas=INFER_SIGMAS, draws: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+                 sigmas=INFER_SIGMAS, draws: int = INFER_DRAWS, generator: torch.Generator | None = None) -> torch.Tensor:
     """The class each clip's known frames sound like to the run itself (a diffusion classifier,
     :func:`~multidiff.core.likelihood.denoising_errors`): the label whose denoiser reconstructs the
     noised known frames best, ``known (B, 1, F, T)`` and ``mask (B, 1, 1, T)`` (1 = known). The
