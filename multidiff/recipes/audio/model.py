@@ -188,7 +188,8 @@ CONFIGS: dict[str, type[AudioConfig]] = {cls.recipe: cls for cls in
                                          (SpokenDigitsConfig, SpokenDigits16kConfig, SpokenDigits8kConfig, NotesConfig,
                                           SpokenDigitsGPUConfig, NotesGPUConfig)}
 # what a run folder saved before a field existed means (older runs: mel spectrograms inverted by plain least
-# squares, no mask channels, inpainting from pure noise)
+# squares, no mask channels, inpainting from pure noise, the preset's first level, 0 in the context's hidden
+# frames, fills given no label drawn with the null class)
 LEGACY_FIELDS = {"scale": "mel", "mel_inverse": "lstsq", "mask_aware": False, "io_kernel": 0,
                  "inpaint_start_sigma": 0.0, "top_width": 0,
                  "context_fill": "zero", "inpaint_infer_label": False}
