@@ -130,7 +130,8 @@ INFER_DRAWS = 4
 
 
 def infer_labels(model: Precond, config: AudioConfig, num_classes: int, known: torch.Tensor, mask: torch.Tensor, *,
-                 sigmas=INFER_SIGMAS, draws: int = INFER_DRAWS, generator: torch.Generator | None = None) -> torch.Tensor:
+                 sigmas=INFER_SIGMAS, draws: int = INFER_DRAWS,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """The class each clip's known frames sound like to the run itself (a diffusion classifier,
     :func:`~multidiff.core.likelihood.denoising_errors`): the label whose denoiser reconstructs the
     noised known frames best, ``known (B, 1, F, T)`` and ``mask (B, 1, 1, T)`` (1 = known). The
