@@ -213,6 +213,16 @@ def load_data(config: AudioConfig) -> AudioDataset:
     return load_audio_dataset(config.dataset)
 
 
+def unet1d_widths(config: AudioConfig) -> dict:
+    """The config's ``width`` and ``top_width`` as :class:`UNet1DConfig` overrides (unset ones left out)."""
+    options = {}
+    if config.width:
+        options["base_channels"] = config.width
+    if config.top_width:
+        options["top_channels"] = config.top_width
+    return options
+
+
 def build_model(config: AudioConfig, num_classes: int) -> Precond:
     """The untrained denoiser; its weights depend on ``config.seed`` only. A mask-aware one reads
     :func:`~multidiff.adapters.audio.context_signal` as ``cond["image"]``."""
@@ -226,10 +236,7 @@ def build_model(config: AudioConfig, num_classes: int) -> Precond:
                        io_kernel_size=config.io_kernel, embedding=noise_embedding(schedule))
         if config.mask_aware:
             options["cond_channels"] = 2 * spec.bins
-        if config.width:
-            options["base_channels"] = config.width
-        if config.top_width:
-            options["top_channels"] = config.top_width
+        options.update(unet1d_widths(config))
         backbone_config, backbone_cls = UNet1DConfig.preset(config.preset, **options), UNet1D
     else:
         options = dict(image_size=(spec.bins, spec.frames), in_channels=1, num_classes=classes,

@@ -28,6 +28,7 @@ from ...data.prompts import grammar_for, held_out_combination
 from ..base import Domain
 from ..common import make_schedule, noise_embedding, seeded_model, threads_of
 from ..audio import NotesConfig, load_data, write_samples
+from ..audio.model import unet1d_widths
 from .conditioning import PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts
 
 
@@ -88,10 +89,7 @@ def build_model(config: NotesTextConfig) -> Precond:
     options = dict(in_channels=spec.bins, length=spec.frames, io_kernel_size=config.io_kernel,
                    context_dim=MINILM_DIM, pooled_context=config.pooled_context, embedding=noise_embedding(schedule),
                    cross_attention=config.cross_attention, context_proj=config.context_proj)
-    if config.width:
-        options["base_channels"] = config.width
-    if config.top_width:
-        options["top_channels"] = config.top_width
+    options.update(unet1d_widths(config))
     if config.dropout:
         options["dropout"] = config.dropout
     backbone_config = UNet1DConfig.preset(config.preset, **options)
