@@ -192,3 +192,20 @@ def test_denoising_errors_name_the_class_that_made_the_example():
     assert torch.allclose(blind[:, 0], blind[:, 1])
     with pytest.raises(ValueError, match="positive weight"):
         denoising_errors(denoiser, x0, [0], (0.5,), weight=torch.zeros(4))
+
+
+def test_level_weights_make_a_weighted_mean_of_the_single_level_errors():
+    means = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    denoiser = _gaussian_class_denoiser(means, 0.3)
+    x0 = means[torch.tensor([0, 1, 1])] + 0.3 * torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    levels, weights = (0.4, 1.0, 2.5), (1 / 0.4, 1.0, 1 / 2.5)
+    combined = denoising_errors(denoiser, x0, [0, 1], levels, draws=2, level_weights=weights,
+                                generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)  # the same noise, one level at a time
+    single = [denoising_errors(denoiser, x0, [0, 1], (s,), draws=2, generator=generator) for s in levels]
+    expected = sum(w * e for w, e in zip(weights, single)) / sum(weights)
+    assert torch.allclose(combined, expected, atol=1e-6)
+    plain = denoising_errors(denoiser, x0, [0, 1], levels, draws=2, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(plain, sum(single) / 3, atol=1e-6) and not torch.allclose(plain, combined)
+    with pytest.raises(ValueError, match="level_weights must be 3 non-negative numbers"):
+        denoising_errors(denoiser, x0, [0, 1], levels, level_weights=(1.0, 1.0))

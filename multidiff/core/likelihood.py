@@ -157,13 +157,14 @@ def ode_log_likelihood(denoiser, x0: torch.Tensor, *, sigma_min: float = 1e-3, s
 
 @torch.no_grad()
 def denoising_errors(denoiser, x0: torch.Tensor, conds: list, sigmas, *, weight: torch.Tensor | None = None,
-                     draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+                     draws: int = 1, generator: torch.Generator | None = None, level_weights=None) -> torch.Tensor:
     """The mean squared denoising error of ``x0 (B, ...)`` under each condition of ``conds`` (one
     ``cond`` per entry, each for the whole batch), over the noise levels ``sigmas`` and ``draws`` noise
     draws per level, the same noise for every condition: shape ``(B, len(conds))``, lower = the
     condition explains ``x0`` better. ``weight`` (broadcastable to ``x0``, e.g. a 0/1 mask of the
     entries that are known) restricts and weighs the error; an example with no weight at all is
-    refused, as nothing would be compared."""
+    refused, as nothing would be compared. ``level_weights`` (one per sigma, default all 1) makes the
+    result the weighted mean over the noise levels instead of the plain one."""
     if not conds:
         raise ValueError("denoising_errors needs at least one condition")
     if draws < 1:
@@ -174,7 +175,11 @@ def denoising_errors(denoiser, x0: torch.Tensor, conds: list, sigmas, *, weight:
         raise ValueError("every example needs a positive weight somewhere (nothing to compare otherwise)")
     errors = torch.zeros(x0.shape[0], len(conds), dtype=torch.float64, device=x0.device)
     levels = [float(sigma) for sigma in sigmas]
-    for sigma in levels:
+    scales = [1.0] * len(levels) if level_weights is None else [float(w) for w in level_weights]
+    if len(scales) != len(levels) or min(scales, default=1.0) < 0 or sum(scales) <= 0:
+        raise ValueError(f"level_weights must be {len(levels)} non-negative numbers (one per sigma) with a positive "
+                         f"sum, got {level_weights!r}")
+    for sigma, scale in zip(levels, scales):
         for _ in range(draws):
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
                                 device=getattr(generator, "device", None)).to(x0.device)
@@ -182,5 +187,5 @@ def denoising_errors(denoiser, x0: torch.Tensor, conds: list, sigmas, *, weight:
             s = batch_sigma(sigma, x0)
             for k, cond in enumerate(conds):
                 denoised = denoiser(noisy, s) if cond is None else denoiser(noisy, s, cond)
-                errors[:, k] += (_flat_sum(weight * (denoised.to(x0.dtype) - x0) ** 2) / total).double()
-    return (errors / (len(levels) * draws)).to(x0.dtype)
+                errors[:, k] += scale * (_flat_sum(weight * (denoised.to(x0.dtype) - x0) ** 2) / total).double()
+    return (errors / (sum(scales) * draws)).to(x0.dtype)

@@ -124,24 +124,30 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
 
 
 # noise levels at which infer_labels compares the classes, and the noise draws at each: the low levels told the
-# digits apart least, and more draws beat more levels (docs/results/audio.md)
-INFER_SIGMAS = (0.35, 0.6, 1.0, 1.6, 2.5, 4.0)
+# digits apart least, and more draws beat more levels; each level's error is weighed by 1 / sigma, so that the
+# high levels, whose errors are the largest, do not outvote the rest (docs/results/audio.md)
+INFER_SIGMAS = (0.35, 0.6, 1.0, 1.6, 2.5, 4.0, 6.0)
 INFER_DRAWS = 4
 
 
 def infer_labels(model: Precond, config: AudioConfig, num_classes: int, known: torch.Tensor, mask: torch.Tensor, *,
-                 sigmas=INFER_SIGMAS, draws: int = INFER_DRAWS,
+                 sigmas=INFER_SIGMAS, draws: int = INFER_DRAWS, level_weights=None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """The class each clip's known frames sound like to the run itself (a diffusion classifier,
     :func:`~multidiff.core.likelihood.denoising_errors`): the label whose denoiser reconstructs the
     noised known frames best, ``known (B, 1, F, T)`` and ``mask (B, 1, 1, T)`` (1 = known). The
-    model is not shown the known frames as context here (it could copy them); returns ``(B,)``."""
+    model is not shown the known frames as context here (it could copy them). The errors are averaged
+    over ``sigmas`` with ``level_weights`` (default ``1 / sigma``); returns ``(B,)``."""
     if not config.conditional or num_classes < 2:
         raise ValueError("inferring a label needs a class-conditional run")
     nothing = torch.zeros_like(mask)
     conds = [conditioning(config, torch.full((known.shape[0],), k, device=known.device), known, nothing)
              for k in range(num_classes)]
-    errors = denoising_errors(model, known, conds, sigmas, weight=mask, draws=draws, generator=generator)
+    sigmas = [float(sigma) for sigma in sigmas]
+    if level_weights is None:
+        level_weights = [1.0 / sigma for sigma in sigmas]
+    errors = denoising_errors(model, known, conds, sigmas, weight=mask, draws=draws, generator=generator,
+                              level_weights=level_weights)
     return errors.argmin(dim=1)
 
 
