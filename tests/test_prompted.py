@@ -180,6 +180,24 @@ def test_text_encoder_pads_masks_and_caches():
 
 
 @pytest.mark.requires("minilm")
+def test_text_encoder_adds_the_input_layers_states_that_no_other_word_changes():
+    from multidiff.backbones.text_encoder import TextEncoder
+    from multidiff.recipes.prompted import text_encoder
+
+    prompts = ["a trumpet playing G4", "a violin playing G4"]
+    last, both = text_encoder("last").states(prompts), text_encoder("last+input").states(prompts)
+    for alone, joined in zip(last, both):
+        assert joined.shape == (2 * len(alone), 384) and torch.equal(joined[:len(alone)], alone)
+    length = len(last[0])
+    assert length == len(last[1])  # the two instruments are one word piece each: the same positions
+    # "g ##4 [SEP]": the same input states whatever instrument came before, different last-layer states
+    assert torch.equal(both[0][-3:], both[1][-3:])
+    assert not torch.allclose(both[0][length - 3:length], both[1][length - 3:length], atol=1e-3)
+    with pytest.raises(ValueError, match="unknown text states 'middle'; choose one of last, last\\+input"):
+        TextEncoder("middle")
+
+
+@pytest.mark.requires("minilm")
 def test_prompt_loss_draws_the_labels_prompts_and_the_empty_one():
     from functools import partial
 
@@ -330,6 +348,20 @@ def test_notes_text_attends_to_the_prompt_where_its_config_says():
         make_config(recipe, {"cross_attention": "sideways"})
     wide = build_model(make_config(recipe, {"preset": "tiny", "cross_attention": "all", "top_width": "24"})).backbone
     assert wide.config.level_channels[0] == 24 and wide.conv_out.in_channels == 24  # top_width reaches it too
+
+
+def test_notes_text_reads_the_input_layer_too_and_older_runs_the_last_alone(tmp_path):
+    from multidiff.recipes import get_recipe, make_config
+    from multidiff.recipes.prompted.audio import DOMAIN
+
+    recipe = get_recipe("notes_text")
+    assert make_config(recipe, {}).text_states == "last+input"
+    assert make_config(get_recipe("fashion_text"), {}).text_states == "last"  # measured for notes only
+    with pytest.raises(ValueError, match="text_states must be one of last, last\\+input, got 'first'"):
+        make_config(recipe, {"text_states": "first"})
+    saved = {"recipe": "notes_text", "preset": "tiny", "steps": 5}  # a config.json from before the field
+    assert DOMAIN.config_from_saved(tmp_path, saved).text_states == "last"
+    assert DOMAIN.config_from_saved(tmp_path, {**saved, "text_states": "last+input"}).text_states == "last+input"
 
 
 def test_notes_text_dropout_reaches_the_residual_blocks_and_is_checked():

@@ -9,6 +9,11 @@ backbones cross-attend to, with the padding mask. Each token state is
 layer-normalised (no learned scale), so the context has a fixed scale
 whatever the prompt.
 
+``TextEncoder("last+input")`` follows the last layer's states with those of the input layer (the
+word-piece embeddings with their positions, before any self-attention): ``2L`` tokens, of which the
+second half carry each word alone, not mixed with the words around it. A note prompt's pitch words
+then read the same whatever instrument they come with (measured in docs/multimodal.md).
+
 The empty prompt encodes to ``[CLS] [SEP]``: the null condition of
 classifier-free guidance, so sampling with ``""`` is unconditional sampling.
 Encodings are cached per prompt (a training set re-uses a few thousand
@@ -25,6 +30,8 @@ from torch.nn import functional as F
 
 MINILM_DIM = 384  # the width of MiniLM's token states
 MINILM_MAX_TOKENS = 64  # longer prompts are cut (MiniLM was trained on 128-token inputs; prompts are short)
+# which token states make the context: the last layer's, or those followed by the input layer's
+TEXT_STATES = ("last", "last+input")
 
 
 def minilm_path() -> Path:
@@ -39,12 +46,17 @@ def minilm_path() -> Path:
 
 class TextEncoder:
     """``encoder(prompts) -> (context (B, L, 384) float32, mask (B, L) bool)``, padded to the longest
-    prompt of the call; frozen, on the CPU, cached per prompt."""
+    prompt of the call; frozen, on the CPU, cached per prompt. ``states`` (:data:`TEXT_STATES`):
+    ``"last"``, the last layer's token states; ``"last+input"``, those followed by the input layer's
+    (each prompt ``2 L_i`` tokens)."""
 
     name = "all-MiniLM-L6-v2"
     dim = MINILM_DIM
 
-    def __init__(self):
+    def __init__(self, states: str = "last"):
+        if states not in TEXT_STATES:
+            raise ValueError(f"unknown text states {states!r}; choose one of {', '.join(TEXT_STATES)}")
+        self.states_kind = states
         self._model = self._tokenizer = None
         self._cache: dict[str, torch.Tensor] = {}
 
@@ -58,7 +70,8 @@ class TextEncoder:
         self._model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
 
     def states(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """The normalised token states of each prompt, ``(L_i, 384)`` each (from the cache where seen)."""
+        """The normalised token states of each prompt, ``(L_i, 384)`` each (``(2 L_i, 384)`` with the
+        input layer's), from the cache where seen."""
         missing = sorted({p for p in prompts if p not in self._cache})
         if missing:
             if self._model is None:
@@ -67,11 +80,13 @@ class TextEncoder:
                 part = missing[start:start + 256]
                 tokens = self._tokenizer(part, padding=True, truncation=True, max_length=MINILM_MAX_TOKENS,
                                          return_tensors="pt")
+                with_input = self.states_kind == "last+input"
                 with torch.no_grad():
-                    hidden = self._model(**tokens).last_hidden_state.float()  # (b, L, 384)
-                hidden = F.layer_norm(hidden, (self.dim,))
-                for prompt, row, mask in zip(part, hidden, tokens["attention_mask"].bool()):
-                    self._cache[prompt] = row[mask].clone()
+                    out = self._model(**tokens, output_hidden_states=with_input)
+                layers = [out.last_hidden_state] + ([out.hidden_states[0]] if with_input else [])  # (b, L, 384) each
+                layers = [F.layer_norm(h.float(), (self.dim,)) for h in layers]
+                for i, (prompt, mask) in enumerate(zip(part, tokens["attention_mask"].bool())):
+                    self._cache[prompt] = torch.cat([h[i][mask] for h in layers]).clone()
         return [self._cache[p] for p in prompts]
 
     def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,4 +101,4 @@ class TextEncoder:
         return context, mask
 
 
-__all__ = ["MINILM_DIM", "TextEncoder", "minilm_path"]
+__all__ = ["MINILM_DIM", "TEXT_STATES", "TextEncoder", "minilm_path"]

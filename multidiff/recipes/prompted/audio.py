@@ -29,7 +29,7 @@ from ..base import Domain
 from ..common import make_schedule, noise_embedding, seeded_model, threads_of
 from ..audio import NotesConfig, load_data, write_samples
 from ..audio.model import unet1d_widths
-from .conditioning import PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts
+from .conditioning import PromptRecipe, check_prompt_fields, draw_prompted, evaluate_run, evaluation_prompts
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class NotesTextConfig(NotesConfig):
     pooled_context: bool = False  # also add the mean of the prompt's token states to the noise embedding (FiLM)
     context_proj: int = 0  # > 0: the U-Net maps the 384-wide token states to this width once, for every attention
     dropout: float = 0.0  # dropout in the U-Net's residual blocks (0: none; 0.1 no better, docs/multimodal.md)
+    text_states: str = "last+input"  # the context: MiniLM's last layer and its input layer ("last": the last only)
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,8 +65,7 @@ class NotesTextConfig(NotesConfig):
         if self.cross_attention not in CROSS_ATTENTION:
             raise ValueError(f"cross_attention must be one of {', '.join(CROSS_ATTENTION)}, got "
                              f"{self.cross_attention!r}")
-        if self.prompts_per_class < 1:
-            raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
+        check_prompt_fields(self)
         if self.partial_prompts < 0:
             raise ValueError(f"partial_prompts must be >= 0, got {self.partial_prompts}")
         check_dropout(self)  # at config time, as the U-Net would at build time
@@ -74,6 +74,8 @@ class NotesTextConfig(NotesConfig):
 CONFIGS = {NotesTextConfig.recipe: NotesTextConfig}
 DESCRIPTIONS = {"notes_text": "notes from sentences (pitch and instrument in words): temporal U-Net cross-attending "
                               "to the packaged MiniLM encoder, pairs held out of training, CPU"}
+# what a run folder saved before a field existed means (older notes_text runs: the last layer's states alone)
+LEGACY_FIELDS = {"text_states": "last"}
 EVAL_SETS = {  # report name -> (template split, labels: trained pairs or held-out pairs)
     "seen": ("train", "trained"), "held_out_phrasing": ("held_out", "trained"),
     "held_out_combination": ("train", "held_out")}
@@ -126,6 +128,10 @@ class PromptAudio(PromptRecipe, Domain):
         return {"loss_fn": self.prompt_objective(config, data),
                 "on_sample": partial(_progress_grid, config=config, examples=examples)}
 
+    def config_from_saved(self, run_dir, saved: dict):
+        """As :meth:`Domain.config_from_saved`, with :data:`LEGACY_FIELDS` for fields older runs lack."""
+        return super().config_from_saved(run_dir, {**LEGACY_FIELDS, **saved})
+
     def run_info(self, config, data: AudioDataset) -> dict:
         return {"num_classes": data.num_classes, "class_names": list(data.class_names)}
 
@@ -157,7 +163,7 @@ def draw(model: Precond, config: NotesTextConfig, prompts: list[str], *, seed: i
     start = time.perf_counter()
     x = draw_prompted(model, prompts, spec.shape, guidance=config.guidance if guidance is None else guidance,
                       sampler=sampler or config.sampler, steps=steps or config.sample_steps,
-                      sigma_data=config.sigma_data, seed=seed, progress=progress)
+                      sigma_data=config.sigma_data, seed=seed, progress=progress, text_states=config.text_states)
     out = {"spectrograms": x.float().cpu().clamp(-1, 1), "prompts": list(prompts), "sample_rate": spec.sample_rate,
            "network_seconds": time.perf_counter() - start}
     if waveforms:
@@ -194,7 +200,8 @@ def _evaluate(model: Precond, config, data: AudioDataset, *, num: int, seed: int
     report = {"recipe": config.recipe, "dataset": config.dataset, "num_per_set": num,
               "sampler": sampler or config.sampler, "sample_steps": steps or config.sample_steps,
               "guidance": config.guidance if guidance is None else guidance, "seed": seed,
-              "encoder": "all-MiniLM-L6-v2", "held_out_combinations": len(held_out)}
+              "encoder": "all-MiniLM-L6-v2", "text_states": config.text_states,
+              "held_out_combinations": len(held_out)}
     for name, (split, which) in EVAL_SETS.items():
         labels = trained if which == "trained" else held_out
         if not labels:
@@ -221,5 +228,6 @@ def evaluate(run_dir: str | os.PathLike, *, num: int | None = None, sampler: str
 
 DOMAIN = PromptAudio(sample=sample, evaluate=evaluate, write_samples=write_samples)
 
-__all__ = ["CONFIGS", "DESCRIPTIONS", "DOMAIN", "EVAL_SETS", "NotesTextConfig", "PromptAudio", "build_model", "draw",
+__all__ = ["CONFIGS", "DESCRIPTIONS", "DOMAIN", "EVAL_SETS", "LEGACY_FIELDS", "NotesTextConfig", "PromptAudio",
+           "build_model", "draw",
            "evaluate", "sample"]

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from ...atomic import atomic_write_json
-from ...backbones.text_encoder import TextEncoder
+from ...backbones.text_encoder import TEXT_STATES, TextEncoder
 from ...core.guidance import ClassifierFreeGuidance
 from ...core.losses import denoising_loss
 from ...data.prompts import PromptGrammar, grammar_for
@@ -35,19 +35,29 @@ from ...data.prompts import PromptGrammar, grammar_for
 PROMPTS_FILE = "prompts.json"
 NULL_PROMPT = ""
 
-_ENCODER: TextEncoder | None = None
+_ENCODERS: dict[str, TextEncoder] = {}
+
+
+def check_prompt_fields(config) -> None:
+    """The prompt fields every prompt-conditioned recipe config has, checked at config time."""
+    if config.prompts_per_class < 1:
+        raise ValueError(f"prompts_per_class must be >= 1, got {config.prompts_per_class}")
+    if config.text_states not in TEXT_STATES:
+        raise ValueError(f"text_states must be one of {', '.join(TEXT_STATES)}, got {config.text_states!r}")
 
 
 class PromptWarning(UserWarning):
     """A prompt the run can sample from but that names nothing its data has."""
 
 
-def text_encoder() -> TextEncoder:
-    """The process's one MiniLM encoder (its cache is shared by training, sampling and evaluation)."""
-    global _ENCODER
-    if _ENCODER is None:
-        _ENCODER = TextEncoder()
-    return _ENCODER
+def text_encoder(states: str = "last") -> TextEncoder:
+    """The process's MiniLM encoder giving ``states`` (:data:`~multidiff.backbones.text_encoder.TEXT_STATES`);
+    its cache is shared by training, sampling and evaluation."""
+    if states not in _ENCODERS:
+        if states not in TEXT_STATES:
+            raise ValueError(f"unknown text_states {states!r}; choose one of {', '.join(TEXT_STATES)}")
+        _ENCODERS[states] = TextEncoder(states)
+    return _ENCODERS[states]
 
 
 @dataclass
@@ -60,8 +70,9 @@ class PromptBank:
     mask: torch.Tensor  # (P, L) bool
 
     @classmethod
-    def build(cls, table: dict[int, list[str]], num_classes: int) -> PromptBank:
-        """``table``: label -> its K training prompts (every label the same K)."""
+    def build(cls, table: dict[int, list[str]], num_classes: int, *, states: str = "last") -> PromptBank:
+        """``table``: label -> its K training prompts (every label the same K); ``states``: which token
+        states make the context (:func:`text_encoder`)."""
         counts = {len(prompts) for prompts in table.values()}
         if len(counts) != 1:
             raise ValueError(f"every label needs as many prompts, got counts {sorted(counts)}")
@@ -70,7 +81,7 @@ class PromptBank:
         by_label = torch.zeros(num_classes, counts.pop(), dtype=torch.long)
         for label, rows in table.items():
             by_label[label] = torch.tensor([index[p] for p in rows])
-        context, mask = text_encoder()(prompts)
+        context, mask = text_encoder(states)(prompts)
         return cls(prompts, by_label, context, mask)
 
     def cond(self, ids: torch.Tensor, device) -> dict:
@@ -95,23 +106,25 @@ def prompt_loss(model, batch: dict, generator: torch.Generator, *, bank: PromptB
     return denoising_loss(model, x0, sigma, weighting=weighting, cond=bank.cond(ids, x0.device), generator=generator)
 
 
-def prompt_cond(prompts: Sequence[str], device) -> tuple[dict, dict]:
+def prompt_cond(prompts: Sequence[str], device, *, states: str = "last") -> tuple[dict, dict]:
     """``cond`` for ``prompts`` and the empty prompt's ``uncond`` (batch 1, padded to the same length)."""
-    context, mask = text_encoder()([*prompts, NULL_PROMPT])
+    context, mask = text_encoder(states)([*prompts, NULL_PROMPT])
     cond = {"context": context[:-1].to(device), "context_mask": mask[:-1].to(device)}
     uncond = {"context": context[-1:].to(device), "context_mask": mask[-1:].to(device)}
     return cond, uncond
 
 
 def draw_prompted(model, prompts: Sequence[str], shape: tuple[int, ...], *, guidance: float, sampler: str,
-                  steps: int, sigma_data: float, seed: int, progress: bool = False) -> torch.Tensor:
+                  steps: int, sigma_data: float, seed: int, progress: bool = False,
+                  text_states: str = "last") -> torch.Tensor:
     """One sample of ``shape`` (less the batch) per prompt, from noise drawn from ``seed``, under
-    classifier-free guidance toward each prompt; the model-space tensor ``(len(prompts), *shape)``."""
+    classifier-free guidance toward each prompt; the model-space tensor ``(len(prompts), *shape)``.
+    ``text_states`` must be what the model was trained on (:func:`text_encoder`)."""
     from ...core.samplers import default_sigmas
     from ...train.generate import draw
 
     device = next(model.parameters()).device
-    cond, uncond = prompt_cond(prompts, device)
+    cond, uncond = prompt_cond(prompts, device, states=text_states)
     sigmas = default_sigmas(model.schedule, steps, sampler, sigma_data=sigma_data)
     return draw(prompted_denoiser(model, guidance, uncond), (len(prompts), *shape), sigmas, sampler=sampler,
                 generator=torch.Generator().manual_seed(seed), device=device, cond=cond, progress=progress)
@@ -235,7 +248,7 @@ class PromptRecipe:
 
         from ..common import loss_weighting
 
-        bank = PromptBank.build(self.prompt_table(config, data), data.num_classes)
+        bank = PromptBank.build(self.prompt_table(config, data), data.num_classes, states=config.text_states)
         return partial(prompt_loss, bank=bank, weighting=loss_weighting(config.weighting, config.sigma_data),
                        dropout=config.label_dropout)
 
@@ -265,7 +278,8 @@ class PromptRecipe:
                                   held_out_labels=self.held_out_labels(config, data))
 
 
-__all__ = ["NULL_PROMPT", "PROMPTS_FILE", "PromptBank", "PromptRecipe", "PromptWarning", "check_prompts",
+__all__ = ["NULL_PROMPT", "PROMPTS_FILE", "PromptBank", "PromptRecipe", "PromptWarning", "check_prompt_fields",
+           "check_prompts",
            "draw_prompted",
            "evaluate_run", "evaluation_prompts", "prompt_cond", "prompts_to_draw",
            "prompt_loss", "prompted_denoiser", "read_prompts_file", "text_encoder",

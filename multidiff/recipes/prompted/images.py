@@ -19,7 +19,8 @@ from ..base import Domain
 from ..common import make_schedule, noise_embedding, seeded_model, threads_of
 from ...train import load_config
 from ..images import ImageConfig, load_data, write_samples
-from .conditioning import PromptRecipe, draw_prompted, evaluate_run, evaluation_prompts, read_prompts_file
+from .conditioning import (PromptRecipe, check_prompt_fields, draw_prompted, evaluate_run, evaluation_prompts,
+                           read_prompts_file)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class FashionTextConfig(ImageConfig):
     guidance: float = 3.0
     label_dropout: float = 0.1  # the share of training examples given the empty prompt
     prompts_per_class: int = 100  # training prompts of each class (from the training templates)
+    text_states: str = "last"  # the context: MiniLM's last layer ("last+input": and its input layer, see notes_text)
     num_eval: int = 300  # samples per prompt set in eval.json (seen phrasings, held-out phrasings)
 
     def __post_init__(self):
@@ -47,8 +49,7 @@ class FashionTextConfig(ImageConfig):
         if self.dataset != "fashion" or self.task != "generate" or not self.conditional:
             raise ValueError("fashion_text generates Fashion-MNIST items from prompts; keep dataset=fashion, "
                              "task=generate and conditional=true")
-        if self.prompts_per_class < 1:
-            raise ValueError(f"prompts_per_class must be >= 1, got {self.prompts_per_class}")
+        check_prompt_fields(self)
 
 
 CONFIGS = {FashionTextConfig.recipe: FashionTextConfig}
@@ -103,7 +104,8 @@ class PromptImages(PromptRecipe, Domain):
             prompts = [examples[i % len(examples)] for i in range(100)]
             drawn = {"samples": decode(draw_prompted(ema, prompts, data.shape, guidance=config.guidance,
                                                      sampler=config.sampler, steps=config.sample_steps,
-                                                     sigma_data=config.sigma_data, seed=0).float().cpu()),
+                                                     sigma_data=config.sigma_data, seed=0,
+                                                     text_states=config.text_states).float().cpu()),
                      "prompts": prompts}
         write_samples(drawn, run_dir / "samples", run_dir)
         return report
@@ -114,7 +116,7 @@ def _progress_grid(step: int, ema: Precond, run_dir: Path | None, *, config, sha
         return
     prompts = [examples[i % len(examples)] for i in range(50)]
     x = draw_prompted(ema, prompts, shape, guidance=config.guidance, sampler=config.sampler,
-                      steps=config.sample_steps, sigma_data=config.sigma_data, seed=0)
+                      steps=config.sample_steps, sigma_data=config.sigma_data, seed=0, text_states=config.text_states)
     write_samples({"samples": decode(x.float().cpu())}, run_dir / "progress" / f"step-{step:07d}", run_dir, npz=False)
 
 
@@ -129,7 +131,7 @@ def sample(run_dir: str | os.PathLike, *, num: int, sampler: str | None = None, 
     with threads_of(config):
         x = draw_prompted(model, chosen, data_shape, guidance=config.guidance if guidance is None else guidance,
                           sampler=sampler or config.sampler, steps=steps or config.sample_steps,
-                          sigma_data=config.sigma_data, seed=seed, progress=progress)
+                          sigma_data=config.sigma_data, seed=seed, progress=progress, text_states=config.text_states)
     return {"samples": decode(x.float().cpu()), "prompts": chosen}
 
 
@@ -144,11 +146,12 @@ def _evaluate(model: Precond, config, data: ImageDataset, *, num: int, seed: int
     sampler, steps = sampler or config.sampler, steps or config.sample_steps
     classifier = load_classifier(config.dataset, train_if_missing=False)
     report = {"recipe": config.recipe, "dataset": config.dataset, "num_per_set": num, "sampler": sampler,
-              "sample_steps": steps, "guidance": guidance, "seed": seed, "encoder": "all-MiniLM-L6-v2"}
+              "sample_steps": steps, "guidance": guidance, "seed": seed, "encoder": "all-MiniLM-L6-v2",
+              "text_states": config.text_states}
     for name, split in EVAL_SETS.items():
         prompts, labels = evaluation_prompts(grammar, range(data.num_classes), num, split=split, seed=seed)
         x = draw_prompted(model, prompts, data.shape, guidance=guidance, sampler=sampler, steps=steps,
-                          sigma_data=config.sigma_data, seed=seed, progress=progress)
+                          sigma_data=config.sigma_data, seed=seed, progress=progress, text_states=config.text_states)
         metrics = evaluate_images(decode(x.float().cpu()), labels, data.test["x"], classifier,
                                   real_train=data.train["x"] if name == "seen" else None, seed=seed)
         report[f"{name}_classifier_accuracy"] = metrics["classifier_accuracy"]
