@@ -75,7 +75,8 @@ def measure(task: str, args) -> None:
     block = (f"Measured with `python benchmarks/multimodal.py {task}` on {machine}, "
              f"torch {torch.__version__}, {code_version('multidiff')}: `{RECIPE[task]}` at its defaults "
              f"({config['steps']} steps, batch {config['batch_size']}, preset {config['preset']!r}, "
-             f"{config['prompts_per_class']} training prompts per class), {timing}. "
+             f"{config['prompts_per_class']} training prompts per class, MiniLM's "
+             f"{config.get('text_states', 'last')!r} token states), {timing}. "
              f"{args.num or config['num_eval']} samples per prompt set and guidance, seed 1, {config['sampler']} "
              f"with {config['sample_steps']} steps (the run's default guidance is {config['guidance']:g}).\n\n"
              + md_table(header, rows) + "\n")
