@@ -54,9 +54,7 @@ def text_encoder(states: str = "last") -> TextEncoder:
     """The process's MiniLM encoder giving ``states`` (:data:`~multidiff.backbones.text_encoder.TEXT_STATES`);
     its cache is shared by training, sampling and evaluation."""
     if states not in _ENCODERS:
-        if states not in TEXT_STATES:
-            raise ValueError(f"unknown text_states {states!r}; choose one of {', '.join(TEXT_STATES)}")
-        _ENCODERS[states] = TextEncoder(states)
+        _ENCODERS[states] = TextEncoder(states)  # which checks ``states``
     return _ENCODERS[states]
 
 
