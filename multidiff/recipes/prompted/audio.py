@@ -38,8 +38,10 @@ class NotesTextConfig(NotesConfig):
     labels, trained on five pairs in six. The U-Net attends to the prompt's tokens in its middle and after
     every block of the way up, and takes no pooled prompt in its noise embedding: a pitch word and an
     instrument word then add their own features at every resolution, which is what lets held-out pairs
-    combine (measured in docs/multimodal.md). 2,200 steps, not the notes recipe's 3,000, to train, sample
-    and evaluate within 25 minutes on 2 cores."""
+    combine (measured in docs/multimodal.md). The context is MiniLM's last layer followed by its input layer
+    (``text_states``), each word also unmixed with its neighbours: held-out pairs get the right pitch in 0.81
+    against 0.75. 2,200 steps, not the notes recipe's 3,000, to train, sample and evaluate within 25 minutes
+    on 2 cores (13.5 on a 2-core EPYC; fewer steps lost held-out phrasings)."""
 
     recipe: ClassVar[str] = "notes_text"
     steps: int = 2200
