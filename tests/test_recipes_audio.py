@@ -248,6 +248,19 @@ def test_a_fill_can_be_guided_to_the_class_its_known_frames_sound_like(tone_run)
         R.inpaint_test(tone_run, num=2, region="gap", label=0, infer_label=True)
 
 
+def test_an_oracle_fill_is_guided_to_each_clip_s_own_class(tone_run):
+    """``true_label``: each fill guided toward its clip's true class, as if told it one by one."""
+    told = R.inpaint_test(tone_run, num=2, region="gap", seed=3, true_label=True)
+    assert "inferred_labels" not in told
+    for k in (0, 1):  # the same fills as asking for one class, clip by clip
+        one = R.inpaint_test(tone_run, num=2, region="gap", seed=3, label=k)
+        mine = told["labels"] == k
+        assert mine.any()
+        torch.testing.assert_close(told["spectrograms"][mine], one["spectrograms"][mine])
+    with pytest.raises(ValueError, match="own class"):
+        R.inpaint_test(tone_run, num=2, region="gap", label=0, true_label=True)
+
+
 def test_inpainting_is_judged_beside_its_baselines(tone_run):
     report = R.evaluate_inpainting(tone_run, region="gap", num=2, seed=0)
     methods = report["methods"]

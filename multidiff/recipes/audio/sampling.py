@@ -154,7 +154,8 @@ def infer_labels(model: Precond, config: AudioConfig, num_classes: int, known: t
 def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = None, label: int | None = None,
                  guidance: float | None = None, reconstruction_scale: float = 0.0, sampler: str | None = None,
                  steps: int | None = None, seed: int = 0, progress: bool = False, mask: torch.Tensor | None = None,
-                 context: bool = True, start_sigma: float | None = None, infer_label: bool | None = None) -> dict:
+                 context: bool = True, start_sigma: float | None = None, infer_label: bool | None = None,
+                 true_label: bool = False) -> dict:
     """Time inpainting of ``num`` held-out clips drawn at random (from ``seed``): ``region`` ``continue``
     (default: keep the first half of the frames, generate the rest) or ``gap`` (fill the middle
     third), or any known-frame ``mask (1 or num, 1, 1, frames)``. A mask-aware run reads the known
@@ -166,8 +167,10 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     where a label is given); with one, guidance toward it. ``start_sigma`` (default: the
     run's ``inpaint_start_sigma``) > 0 starts the sampler from the straight line across the hidden
     frames (:func:`~multidiff.adapters.audio.interpolate_frames`) noised to that sigma, on a Karras
-    grid of ``steps`` from it (SDEdit-style); 0 starts from pure noise. Returns the :func:`draw`
-    dict plus ``masked``, ``reference`` (spectrograms), ``mask`` and ``reference_audio``."""
+    grid of ``steps`` from it (SDEdit-style); 0 starts from pure noise. ``true_label`` guides each fill
+    toward its clip's own class, an oracle for measuring (what a perfect label inference would
+    give). Returns the :func:`draw` dict plus ``masked``, ``reference`` (spectrograms), ``mask`` and
+    ``reference_audio``."""
     config = read_config(run_dir)
     region = "continue" if region is None else region
     if region not in INPAINT_TASKS:
@@ -179,13 +182,18 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
         raise ValueError(f"start_sigma must be >= 0 (0: start from pure noise), got {start_sigma}")
     classes = _run_classes(run_dir)
     check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
+    if true_label and (label is not None or infer_label):
+        raise ValueError("true_label guides each fill toward its clip's own class; give no label and do not infer one")
+    if true_label and not (config.conditional and len(classes) > 1):
+        raise ValueError(f"{config.recipe} is not class-conditional; there is no true label to guide toward")
     if infer_label is None:  # the run's setting, where there is a label to infer and none is given
-        infer_label = config.inpaint_infer_label and label is None and config.conditional and len(classes) > 1
+        infer_label = (config.inpaint_infer_label and label is None and not true_label and config.conditional
+                       and len(classes) > 1)
     if infer_label and label is not None:
         raise ValueError("give a label or infer one from the known frames, not both")
     if infer_label and not (config.conditional and len(classes) > 1):
         raise ValueError(f"{config.recipe} is not class-conditional; there is no label to infer")
-    if guidance is not None and label is None and not infer_label:
+    if guidance is not None and label is None and not infer_label and not true_label:
         raise ValueError("guidance steers towards a label; give --label too, or infer one from the known frames "
                          "(without one the gap is filled unconditionally)")
     data = load_data(config)
@@ -213,10 +221,12 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
                 inferred = infer_labels(model, config, len(classes), reference.to(device), mask.to(device),
                                         generator=torch.Generator().manual_seed(seed)).cpu()
             labels = inferred
+        elif true_label:
+            labels = subset["label"].clone()
     seen = mask if context else torch.zeros_like(mask)
     cond = to_device(conditioning(config, labels, reference, seen), device)
     denoiser = model
-    if label is not None or inferred is not None:
+    if label is not None or inferred is not None or true_label:
         denoiser = guided_denoiser(model, config, len(classes), config.guidance if guidance is None else guidance,
                                    cond)
     sampler = config.sampler if sampler is None else sampler
