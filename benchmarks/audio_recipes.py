@@ -6,6 +6,7 @@
     python benchmarks/audio_recipes.py spoken_digits --run runs/sd  # a trained run: sweeps and pictures
     python benchmarks/audio_recipes.py notes --run runs/notes
     python benchmarks/audio_recipes.py inpainting --run runs/sd
+    python benchmarks/audio_recipes.py gap_lengths --run runs/sd,runs/sd1 --seeds 0,1
 
 ``roundtrip``: spectral convergence and log-spectral distance of real clips
 decoded from their own log-mel spectrogram, against the Griffin-Lim iteration
@@ -27,6 +28,14 @@ the context (replacement only); RMS and log-spectral distance inside the
 hidden frames and the bundled classifier's accuracy on the decoded clips.
 Ten gap fills with their originals go to docs/audio/spoken_digits_inpaint/.
 Block ``audio_inpainting``.
+
+``gap_lengths``: how much of the word a gap hides, against how often the
+fill is recognised. For centred gaps of 50-300 ms (and ``--region gap``),
+pooled over the runs and clip draws given: how often the run names the digit
+from the known frames, how often its fill is recognised, the same fill told
+each clip's true digit (an oracle), the straight line and the original clip,
+and how many words still sound after the gap. Block ``audio_gap_lengths``
+in docs/results/audio.md.
 """
 
 from __future__ import annotations
@@ -290,24 +299,95 @@ def inpainting(args) -> str:
             + "\n![inpainting](img/audio_inpaint.png)\n")
 
 
+GAP_STUDY = (0.05, 0.1, 0.15, 0.2, "gap", 0.3)
+WORD_DB = 30.0  # a frame within this many dB of the clip's loudest is part of the word
+
+
+def sounds_after_gap(reference: torch.Tensor, mask: torch.Tensor, spec) -> torch.Tensor:
+    """``(B,)`` bool: a frame after the last hidden one is within :data:`WORD_DB` of the clip's loudest."""
+    loudness = reference[:, 0].amax(1)  # (B, T) model units; 2 units span db_ceiling - db_floor
+    near = loudness >= loudness.amax(1, keepdim=True) - 2 * WORD_DB / (spec.db_ceiling - spec.db_floor)
+    hidden = mask[:, 0, 0] == 0  # (B, T)
+    last = torch.arange(spec.frames).expand_as(hidden).masked_fill(~hidden, -1).amax(1)  # (B,)
+    after = torch.arange(spec.frames)[None] > last[:, None]
+    return (near & after).any(1)
+
+
+def gap_lengths(args) -> str:
+    """Recognition of gap fills against gap length, beside how often the digit can be named from the known
+    frames, pooled over ``--run`` (comma-separated) and ``--seeds`` (clip draws)."""
+    from multidiff.metrics.audio import load_audio_classifier, predict_audio
+
+    runs = args.run.split(",")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    classifier, classifier_spec = load_audio_classifier("spoken_digits")
+    rows = []
+    for length in GAP_STUDY:
+        tally: dict[str, list] = {}
+        for run in runs:
+            spec = R.read_config(run).spectrogram
+            task = dict(region="gap") if length == "gap" else dict(mask=A.gap_mask(1, spec, length))
+            for seed in seeds:
+                filled = R.inpaint_test(run, num=args.num, seed=seed, **task)
+                told = R.inpaint_test(run, num=args.num, seed=seed, true_label=True, **task)
+                labels, mask, reference = filled["labels"], filled["mask"], filled["reference"]
+
+                def recognised(waves):
+                    return (predict_audio(waves, spec.sample_rate, classifier, classifier_spec) == labels).tolist()
+
+                named = (filled["inferred_labels"] == labels).tolist()
+                fill = recognised(filled["samples"])
+                after = sounds_after_gap(reference, mask, spec).tolist()
+                for key, values in (
+                        ("hidden", [float((mask == 0).sum()) / len(mask) * spec.hop_length / spec.sample_rate]),
+                        ("named", named), ("fill", fill),
+                        ("told", recognised(told["samples"])),
+                        ("line", recognised(A.decode(A.interpolate_frames(reference, mask), spec, seed=seed))),
+                        ("original", recognised(filled["reference_audio"])), ("after", after),
+                        ("named_after", [n for n, a in zip(named, after) if a]),
+                        ("named_ended", [n for n, a in zip(named, after) if not a])):
+                    tally.setdefault(key, []).extend(values)
+                print(json.dumps({"run": run, "seed": seed, "gap": length,
+                                  "fill": sum(fill) / args.num,
+                                  "named": sum(named) / args.num}), flush=True)
+
+        def share(key):
+            values = tally[key]
+            return round(sum(values) / len(values), 3) if values else None
+
+        rows.append(["`--region gap`" if length == "gap" else f"{round(1000 * length)} ms",
+                     round(tally["hidden"][0], 3), share("after"), share("named"), share("named_after"),
+                     share("named_ended"), share("fill"), share("told"), share("line"), share("original")])
+    clips = args.num * len(runs) * len(seeds)
+    return (f"Measured on {machine()}: runs {', '.join(f'`{run}`' for run in runs)}, clip draws "
+            f"{', '.join(map(str, seeds))}, {args.num} held-out clips each ({clips} per row). Word after the gap: a "
+            f"frame after the hidden ones within {WORD_DB:g} dB of the clip's loudest. Named: the run's "
+            f"`infer_labels` from the known frames is the true digit (split by whether the word sounds after the "
+            f"gap). Recognised: the bundled classifier hears the true digit in the decoded clip; `fill` is the "
+            f"default fill (guided toward the named digit), `told` the same fill guided toward the true digit.\n\n"
+            + table(["gap", "hidden s", "word after the gap", "named", "named: word after", "named: word ended",
+                     "recognised: fill", "recognised: told", "recognised: line", "recognised: original"], rows))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("roundtrip", "representations", "mel_inverse", "spoken_digits", "notes",
-                                         "inpainting"))
+                                         "inpainting", "gap_lengths"))
     parser.add_argument("--run", help="the trained run folder")
     parser.add_argument("--tmp", default="/tmp/multidiff-audio-bench")
     parser.add_argument("--num", type=int, default=200, help="inpainting: held-out clips per task")
+    parser.add_argument("--seeds", default="0,1", help="gap_lengths: the clip draws")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.what not in ("roundtrip", "representations", "mel_inverse") and not args.run:
         parser.error(f"{args.what} needs --run DIR")
     block = {"roundtrip": roundtrip, "representations": representations, "mel_inverse": mel_inverse,
              "spoken_digits": recipe_figures,
-             "notes": recipe_figures, "inpainting": inpainting}[args.what](args)
+             "notes": recipe_figures, "inpainting": inpainting, "gap_lengths": gap_lengths}[args.what](args)
     print(block)
     if not args.no_write:
         name = {"roundtrip": "audio_roundtrip", "inpainting": "audio_inpainting"}.get(args.what, f"audio_{args.what}")
-        results = ("audio_roundtrip", "audio_representations", "audio_mel_inverse")
+        results = ("audio_roundtrip", "audio_representations", "audio_mel_inverse", "audio_gap_lengths")
         page = ROOT / "docs" / "results" / "audio.md" if name in results else DOC
         write_block(page, name, block, append_if_missing=True)
     return 0
