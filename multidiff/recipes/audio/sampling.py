@@ -181,18 +181,17 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
     if start_sigma < 0:
         raise ValueError(f"start_sigma must be >= 0 (0: start from pure noise), got {start_sigma}")
     classes = _run_classes(run_dir)
-    check_label_guidance(config.recipe, config.conditional and len(classes) > 1, len(classes), label, guidance)
+    conditional = config.conditional and len(classes) > 1
+    check_label_guidance(config.recipe, conditional, len(classes), label, guidance)
     if true_label and (label is not None or infer_label):
         raise ValueError("true_label guides each fill toward its clip's own class; give no label and do not infer one")
-    if true_label and not (config.conditional and len(classes) > 1):
-        raise ValueError(f"{config.recipe} is not class-conditional; there is no true label to guide toward")
     if infer_label is None:  # the run's setting, where there is a label to infer and none is given
-        infer_label = (config.inpaint_infer_label and label is None and not true_label and config.conditional
-                       and len(classes) > 1)
+        infer_label = config.inpaint_infer_label and label is None and not true_label and conditional
     if infer_label and label is not None:
         raise ValueError("give a label or infer one from the known frames, not both")
-    if infer_label and not (config.conditional and len(classes) > 1):
-        raise ValueError(f"{config.recipe} is not class-conditional; there is no label to infer")
+    if (infer_label or true_label) and not conditional:
+        raise ValueError(f"{config.recipe} is not class-conditional; there is no label to "
+                         f"{'infer' if infer_label else 'guide toward'}")
     if guidance is not None and label is None and not infer_label and not true_label:
         raise ValueError("guidance steers towards a label; give --label too, or infer one from the known frames "
                          "(without one the gap is filled unconditionally)")
@@ -214,7 +213,7 @@ def inpaint_test(run_dir: str | os.PathLike, *, num: int, region: str | None = N
         raise ValueError(f"mask must have shape (1 or {num}, 1, 1, {spec.frames}), got {tuple(mask.shape)}")
     mask = torch.broadcast_to(mask.float(), (num, 1, 1, spec.frames)).clone()
     labels, inferred = None, None
-    if config.conditional and len(classes) > 1:
+    if conditional:
         labels = torch.full((num,), len(classes) if label is None else label)
         if infer_label:
             with threads_of(config):
