@@ -338,8 +338,8 @@ def gap_lengths(args) -> str:
                 named = (filled["inferred_labels"] == labels).tolist()
                 fill = recognised(filled["samples"])
                 after = sounds_after_gap(reference, mask, spec).tolist()
+                hidden = float((mask == 0).float().sum(-1).mean()) * spec.hop_length / spec.sample_rate  # seconds
                 for key, values in (
-                        ("hidden", [float((mask == 0).sum()) / len(mask) * spec.hop_length / spec.sample_rate]),
                         ("named", named), ("fill", fill),
                         ("told", recognised(told["samples"])),
                         ("line", recognised(A.decode(A.interpolate_frames(reference, mask), spec, seed=seed))),
@@ -356,7 +356,7 @@ def gap_lengths(args) -> str:
             return round(sum(values) / len(values), 3) if values else None
 
         rows.append(["`--region gap`" if length == "gap" else f"{round(1000 * length)} ms",
-                     round(tally["hidden"][0], 3), share("after"), share("named"), share("named_after"),
+                     round(hidden, 3), share("after"), share("named"), share("named_after"),
                      share("named_ended"), share("fill"), share("told"), share("line"), share("original")])
     clips = args.num * len(runs) * len(seeds)
     return (f"Measured on {machine()}: runs {', '.join(f'`{run}`' for run in runs)}, clip draws "
